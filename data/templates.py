@@ -1,0 +1,56 @@
+"""Prompt templates and the chat format shared by the corpus, the tokenizer and every stage.
+
+The chat template exists twice on purpose and is tested for equality: as Jinja (saved with the
+tokenizer, used by TRL, vLLM and `apply_chat_template`) and as `render_chat` (used to write the
+pretraining corpus before any tokenizer exists). Nothing here tokenizes.
+"""
+
+from __future__ import annotations
+
+# R1 paper, Table 1: the R1-Zero training template ("prompt" is replaced by the question).
+R1_ZERO_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here "
+    "</answer>."
+)
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]
+
+# `{% generation %}` marks assistant text so TRL can compute the loss on completions only.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% elif m['role'] == 'assistant' %}Assistant: {% generation %}{{ m['content'] }}{{ eos_token }}{% endgeneration %}\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def render_chat(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """Python twin of CHAT_TEMPLATE (tests/test_tokenizer.py holds them equal)."""
+    parts = []
+    for m in messages:
+        if m["role"] == "system":
+            parts.append(f"{m['content']}\n")
+        elif m["role"] == "user":
+            parts.append(f"User: {m['content']}\n")
+        elif m["role"] == "assistant":
+            parts.append(f"Assistant: {m['content']}{EOS}\n")
+        else:
+            raise ValueError(f"unknown chat role {m['role']!r}")
+    if add_generation_prompt:
+        parts.append("Assistant:")
+    return "".join(parts)
+
+
+def r1_zero_messages(question: str) -> list[dict]:
+    return [{"role": "system", "content": R1_ZERO_SYSTEM}, {"role": "user", "content": question}]
+
+
+def tagged_response(reasoning: str, answer: str) -> str:
+    return f"{THINK_OPEN} {reasoning} {THINK_CLOSE} {ANSWER_OPEN} {answer} {ANSWER_CLOSE}"

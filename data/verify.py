@@ -1,0 +1,125 @@
+"""Answer extraction and verifiers for the task world (used by evaluation and, later, rewards).
+
+`extract_answer` reads the model's final answer from a completion: the content of a single
+`<answer>...</answer>` pair, else the last `Answer: ...` line (the untagged style base models use).
+`verify` checks an extracted answer against a problem row and returns True/False, or None when the
+answer cannot be scored (nothing extracted). Numeric answers are compared with `math-verify` after
+mapping word notation to digits; countdown answers are checked exactly (numbers used, value).
+This module does not sample or aggregate metrics.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+import re
+from collections import Counter
+
+from r1flow.data.notation import parse_number, words_to_expr
+from r1flow.data.templates import ANSWER_CLOSE, ANSWER_OPEN, EOS
+
+_TAGGED = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.S)
+_PLAIN = re.compile(r"Answer:[ \t]*([^\n<]*)")
+
+
+def extract_answer(completion: str) -> str | None:
+    """The final answer, or None. Several answer tags, or an unclosed one, make it ambiguous: None."""
+    text = completion.split(EOS)[0]
+    tagged = _TAGGED.findall(text)
+    if len(tagged) == 1:
+        ans = tagged[0].strip()
+        return ans or None
+    if tagged or ANSWER_OPEN in text:
+        return None
+    plain = _PLAIN.findall(text)
+    if plain:
+        ans = plain[-1].strip()
+        return ans or None
+    return None
+
+
+def _math_equal(pred: str, gold: str) -> bool:
+    from math_verify import parse, verify as mv_verify
+
+    # parsing_timeout=None: math-verify's own timeout uses signal.alarm, which only works in the
+    # main thread; the reward runner (issue 3) bounds every call with its own timeout instead.
+    g = parse(gold, parsing_timeout=None)
+    p = parse(pred, parsing_timeout=None)
+    return bool(g) and bool(p) and bool(mv_verify(g, p, timeout_seconds=None))
+
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+
+def safe_eval(expr: str) -> tuple[int, list[int]] | None:
+    """Value and literal numbers of an integer + - * expression (parentheses allowed); None otherwise."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return None
+    nums: list[int] = []
+
+    def ev(n: ast.AST) -> int:
+        if isinstance(n, ast.Expression):
+            return ev(n.body)
+        if isinstance(n, ast.BinOp) and type(n.op) in _OPS:
+            return _OPS[type(n.op)](ev(n.left), ev(n.right))
+        if isinstance(n, ast.Constant) and type(n.value) is int:
+            nums.append(n.value)
+            return n.value
+        raise ValueError("disallowed syntax")
+
+    try:
+        return ev(tree), nums
+    except (ValueError, RecursionError):
+        return None
+
+
+def normalize(answer: str, family: str) -> str | None:
+    """Canonical form of an answer, for majority voting (cons@k) and comparison."""
+    if family in ("add", "arith"):
+        n = parse_number(answer)
+        return None if n is None else str(n)
+    if family == "countdown":
+        expr = words_to_expr(answer)
+        return None if expr is None else " ".join(expr.split())
+    return " ".join(answer.split())
+
+
+def verify(answer: str | None, row: dict) -> bool | None:
+    """Is `answer` correct for the problem `row` (a prompt-set row: family, answer, meta)?"""
+    if answer is None:
+        return None
+    family = row["family"]
+    canon = normalize(answer, family)
+    if canon is None:
+        return False
+    if family in ("add", "arith"):
+        return _math_equal(canon, row["answer"])
+    if family == "countdown":
+        meta = json.loads(row["meta"]) if isinstance(row["meta"], str) else row["meta"]
+        res = safe_eval(canon)
+        if res is None:
+            return False
+        value, nums = res
+        return value == meta["target"] and Counter(nums) == Counter(meta["numbers"])
+    return canon == " ".join(row["answer"].split())
+
+
+_FORMAT = re.compile(r"^\s*<think>(?:(?!<think>|</think>|<answer>|</answer>).)*</think>\s*"
+                     r"<answer>(?:(?!<think>|</think>|<answer>|</answer>).)*</answer>\s*$", re.S)
+
+
+def format_ok(completion: str) -> bool:
+    """Exactly `<think> ... </think> <answer> ... </answer>` (R1-Zero's format), nothing around it."""
+    return bool(_FORMAT.match(completion.split(EOS)[0]))
+
+
+def reasoning_text(completion: str) -> str:
+    """The chain of thought: inside <think> if present, else everything before the answer."""
+    text = completion.split(EOS)[0]
+    m = re.search(r"<think>(.*?)</think>", text, re.S)
+    if m:
+        return m.group(1)
+    return re.split(r"Answer:|<answer>", text)[0]

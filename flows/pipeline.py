@@ -1,0 +1,105 @@
+"""The r1flow DAG as Prefect flows: the whole pipeline, and one flow per stage. Wiring only.
+
+Stages before `from_stage` are not run: their artifacts must already be in the store for the same
+recipe (each is looked up by its cache key). Stages after `until_stage` are not run. Stages named
+in `force` are recomputed even if cached. Every other stage reuses its cached artifact or runs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from r1flow.data.lineage import mermaid_markdown
+from r1flow.data.store import ArtifactRef, ArtifactStore
+from r1flow.recipe import Recipe
+from r1flow.tasks.common import log, publish_markdown
+from r1flow.tasks.evaluate import evaluate_task
+from r1flow.tasks.pretrain import pretrain_task
+from r1flow.tasks.tokenizer import tokenizer_task
+from r1flow.tasks.world import world_task
+
+# Stage name -> (what it does, its parent stages). Order is execution order.
+STAGES: dict[str, tuple[str, list[str]]] = {
+    "world": ("generate task world, pretraining corpus and held-out prompt sets", []),
+    "tokenizer": ("train the BPE tokenizer with chat template and <think>/<answer> tokens", ["world"]),
+    "pretrain": ("pretrain the DeepSeek-V3-style MoE base model (or import your own)", ["world", "tokenizer"]),
+    "evaluate": ("pass@1 / cons@k on held-out problems for every checkpoint", ["pretrain", "world"]),
+}
+StageName = Literal["world", "tokenizer", "pretrain", "evaluate"]
+
+
+class RunOptions(BaseModel):
+    """Which part of the DAG to run."""
+
+    from_stage: StageName | None = Field(None, description="First stage to run; earlier ones must be cached.")
+    until_stage: StageName | None = Field(None, description="Last stage to run.")
+    force: list[StageName] = Field(default_factory=list, description="Stages to recompute even if cached.")
+
+    def mode(self, stage: str) -> str:
+        names = list(STAGES)
+        i = names.index(stage)
+        if self.until_stage and i > names.index(self.until_stage):
+            return "skip"
+        if self.from_stage and i < names.index(self.from_stage):
+            return "cached"
+        return "force" if stage in self.force else "run"
+
+
+def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
+    if opts.from_stage and opts.until_stage and list(STAGES).index(opts.from_stage) > list(STAGES).index(opts.until_stage):
+        raise ValueError(f"--from {opts.from_stage} comes after --until {opts.until_stage}")
+    root = recipe.store_root()
+    refs: dict[str, ArtifactRef] = {}
+
+    def go(stage: str, fn, *args) -> bool:
+        mode = opts.mode(stage)
+        if mode == "skip":
+            return False
+        refs[stage] = fn(*args, root, mode)
+        return True
+
+    go("world", world_task, recipe.world)
+    go("tokenizer", tokenizer_task, recipe.tokenizer, refs.get("world"))
+    go("pretrain", pretrain_task, recipe.pretrain, refs.get("world"), refs.get("tokenizer"))
+    if opts.mode("evaluate") != "skip":
+        refs["evaluate:base"] = evaluate_task(recipe.evaluate, "base", refs["pretrain"], refs["world"], root,
+                                              opts.mode("evaluate"))
+    publish_lineage(root, refs, recipe.name)
+    for name, ref in refs.items():
+        log(f"[r1flow] {name:<14} {ref.id[:12]}  {ref.path}")
+    return refs
+
+
+def publish_lineage(root: str, refs: dict[str, ArtifactRef], name: str) -> None:
+    store = ArtifactStore(root)
+    seen: dict[str, object] = {}
+    for ref in refs.values():
+        for m in store.ancestry(ref.id):
+            seen.setdefault(m.id, m)
+    if seen:
+        publish_markdown("r1flow-lineage", mermaid_markdown(list(seen.values()), f"Lineage of this run ({name})"),
+                         "Artifacts of this run and their parents")
+
+
+@flow(name="r1flow-pipeline", log_prints=True)
+def pipeline(recipe: Recipe = Recipe(), from_stage: StageName | None = None, until_stage: StageName | None = None,
+             force: list[StageName] | None = None) -> dict[str, str]:
+    """The DeepSeek-R1 recipe end to end. Returns stage -> artifact path."""
+    refs = run_dag(recipe, RunOptions(from_stage=from_stage, until_stage=until_stage, force=force or []))
+    return {k: v.path for k, v in refs.items()}
+
+
+def _stage_flow(stage: StageName):
+    @flow(name=f"r1flow-{stage}", log_prints=True)
+    def stage_flow(recipe: Recipe = Recipe(), force: bool = False) -> dict[str, str]:
+        refs = run_dag(recipe, RunOptions(from_stage=stage, until_stage=stage, force=[stage] if force else []))
+        return {k: v.path for k, v in refs.items()}
+
+    stage_flow.__doc__ = f"Run only the `{stage}` stage ({STAGES[stage][0]}); earlier stages must be cached."
+    return stage_flow
+
+
+STAGE_FLOWS = {s: _stage_flow(s) for s in STAGES}

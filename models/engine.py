@@ -1,0 +1,128 @@
+"""The rollout side: one small interface (`RolloutEngine`) and its in-process vLLM implementation.
+
+Every sampled completion in r1flow (evaluation now; RL rollouts, rejection sampling and distillation
+traces later) goes through `RolloutEngine.generate`; `prompt_logprobs` scores given token sequences,
+which is how tests hold the engine to the trainer's numbers. A fleet of vLLM servers implements the
+same interface later. This module does not score or aggregate completions.
+
+vLLM on CPU, two things this wrapper sets on purpose:
+  * `compilation_config.custom_ops = ["all", "-rotary_embedding"]`. vLLM's CPU `rotary_embedding`
+    kernel (`RotaryEmbedding.forward_cpu` -> `ops.rotary_embedding`, in place) mis-rotates a query
+    that is a strided view. DeepSeek MLA always passes one: `q[..., qk_nope_head_dim:]` of a
+    (T, heads, nope + rope) tensor (vllm/model_executor/layers/mla.py). Position 0 (no rotation)
+    was exact and later positions drifted by up to 6e-2 in log-prob. The native PyTorch RoPE
+    (`forward_native`) returns the right values and makes vLLM agree with transformers to ~5e-7
+    (tests/test_engine_parity.py). GPUs use the CUDA kernel, which handles strides; the override
+    is CPU-only.
+  * `VLLM_ENABLE_V1_MULTIPROCESSING=0`: the engine core runs in this process, so startup is
+    faster and the model's weights are reachable for in-place updates.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplingConfig(BaseModel):
+    """How completions are sampled. Defaults are the R1 paper's evaluation settings (sec. 3.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(4, ge=1, description="Samples per prompt (k).")
+    temperature: float = Field(0.6, ge=0, description="Sampling temperature (R1 eval: 0.6).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass (R1 eval: 0.95).")
+    max_tokens: int = Field(128, ge=1, description="Longest completion in tokens.")
+    seed: int = Field(0, description="Base seed; request i uses seed + i, so results are reproducible.")
+
+
+class EngineConfig(BaseModel):
+    """vLLM engine settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: str = Field("auto", description="auto: float32 on CPU (bit-level parity with the trainer), "
+                                           "bfloat16 on GPU.")
+    memory_fraction: float = Field(
+        0.1, gt=0, le=0.95, description="vLLM gpu_memory_utilization. On CPU it is the share of system "
+                                        "memory reserved for weights and KV cache (the default 0.92 fails).")
+    max_model_len: int = Field(512, ge=16, description="Longest prompt + completion.")
+    enforce_eager: bool = Field(True, description="Skip graph capture/compilation (faster start on CPU).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (GPU nodes).")
+    trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint; off by default.")
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (EOS / stop string) or "length"
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[Completion]]: ...
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
+
+    def close(self) -> None: ...
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VLLMEngine:
+    """In-process vLLM `LLM` over a Hugging Face checkpoint directory."""
+
+    def __init__(self, model_dir: str, cfg: EngineConfig | None = None):
+        cfg = cfg or EngineConfig()
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        cpu = _on_cpu()
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if cpu else "bfloat16")
+        kwargs = {}
+        if cpu:
+            kwargs["compilation_config"] = {"custom_ops": ["all", "-rotary_embedding"]}
+        self.model_dir = model_dir
+        self.llm = LLM(model=model_dir, dtype=dtype, gpu_memory_utilization=cfg.memory_fraction,
+                       max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager,
+                       tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                       seed=0, **kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_tokens, seed=sampling.seed + i, skip_special_tokens=False)
+                  for i in range(len(prompts))]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [[Completion(text=c.text, token_ids=list(c.token_ids), finish_reason=c.finish_reason or "length")
+                 for c in o.outputs] for o in outs]
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """log p(token_t | tokens_<t) for t >= 1 of each sequence, as the engine computes it."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=s) for s in sequences],
+                                 SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False), use_tqdm=False)
+        return [[o.prompt_logprobs[t][s[t]].logprob for t in range(1, len(s))] for s, o in zip(sequences, outs)]
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            core = getattr(engine, "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            self.llm = None
+            del llm
+            gc.collect()

@@ -1,0 +1,129 @@
+"""`r1flow` command line: run the DAG, list stages, inspect artifacts and lineage.
+
+    r1flow run --recipe configs/tiny.yaml [--from STAGE] [--until STAGE] [--force STAGE]
+    r1flow stages
+    r1flow validate --recipe configs/tiny.yaml
+    r1flow artifacts ls | r1flow artifacts show ID
+    r1flow lineage ID
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="The DeepSeek-R1 recipe as a Prefect DAG.")
+artifacts_app = typer.Typer(no_args_is_help=True, help="Inspect the content-addressed artifact store.")
+app.add_typer(artifacts_app, name="artifacts")
+
+RECIPE = typer.Option("configs/tiny.yaml", "--recipe", "-r", help="Recipe YAML file.")
+STORE = typer.Option(None, "--store", help="Store root (default: $R1FLOW_STORE or ./artifacts).")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _store(store: str | None):
+    from r1flow.data.store import ArtifactStore
+    from r1flow.recipe import DEFAULT_STORE
+
+    return ArtifactStore(store or os.environ.get("R1FLOW_STORE") or DEFAULT_STORE)
+
+
+@app.command()
+def run(recipe: Path = RECIPE,
+        from_stage: str = typer.Option(None, "--from", help="First stage to run (earlier ones must be cached)."),
+        until_stage: str = typer.Option(None, "--until", help="Last stage to run."),
+        force: list[str] = typer.Option([], "--force", help="Recompute this stage even if cached (repeatable)."),
+        store: str = STORE) -> None:
+    """Run the pipeline (or part of it) on a recipe."""
+    from r1flow.recipe import RecipeError, load_recipe
+
+    try:
+        rec = load_recipe(recipe, {"store": store} if store else None)
+    except RecipeError as e:
+        _fail(str(e))
+    from r1flow.flows.pipeline import STAGES
+
+    for name, value in (("--from", from_stage), ("--until", until_stage), *(("--force", f) for f in force)):
+        if value is not None and value not in STAGES:
+            _fail(f"{name}: unknown stage {value!r}; stages: {', '.join(STAGES)}")
+    from r1flow.flows.pipeline import pipeline
+
+    result = pipeline(recipe=rec, from_stage=from_stage, until_stage=until_stage, force=force)
+    typer.echo("\nArtifacts (store: %s):" % rec.store_root())
+    for stage, path in result.items():
+        typer.echo(f"  {stage:<14} {path}")
+    if "evaluate:base" in result:
+        typer.echo("\n" + Path(result["evaluate:base"], "report.md").read_text())
+
+
+@app.command()
+def validate(recipe: Path = RECIPE) -> None:
+    """Check a recipe without running anything."""
+    from r1flow.recipe import RecipeError, load_recipe
+
+    try:
+        rec = load_recipe(recipe)
+    except RecipeError as e:
+        _fail(str(e))
+    typer.echo(f"{recipe}: ok (recipe {rec.name!r}, store {rec.store_root()})")
+
+
+@app.command()
+def stages() -> None:
+    """List the DAG's stages in execution order, with their parents."""
+    from r1flow.flows.pipeline import STAGES
+
+    for i, (name, (what, parents)) in enumerate(STAGES.items()):
+        typer.echo(f"{i:>2}  {name:<10} <- {', '.join(parents) or '-':<18} {what}")
+
+
+@artifacts_app.command("ls")
+def artifacts_ls(store: str = STORE) -> None:
+    """List artifacts, oldest first."""
+    st = _store(store)
+    for m in st.list():
+        rows = sum(t.rows for t in m.tables.values())
+        size = sum(f.bytes for f in m.files)
+        typer.echo(f"{m.id[:12]}  {m.created:%Y-%m-%d %H:%M:%S}  {m.stage:<10} {m.kind:<10} "
+                   f"{size / 1e6:8.2f} MB  {rows or '':>8}  parents: {', '.join(p[:12] for p in m.parents) or '-'}")
+
+
+@artifacts_app.command("show")
+def artifacts_show(art_id: str, store: str = STORE) -> None:
+    """Verify an artifact against its manifest and print the manifest."""
+    from r1flow.data.store import ArtifactError
+
+    try:
+        m = _store(store).verify(art_id)
+    except ArtifactError as e:
+        _fail(str(e), 1)
+    typer.echo(m.model_dump_json(indent=2))
+
+
+@app.command()
+def lineage(art_id: str, store: str = STORE,
+            mermaid: bool = typer.Option(False, "--mermaid", help="Print a Mermaid graph instead of a tree.")) -> None:
+    """Print an artifact's ancestry."""
+    from r1flow.data.lineage import mermaid as to_mermaid, tree
+    from r1flow.data.store import ArtifactError
+
+    st = _store(store)
+    try:
+        typer.echo(to_mermaid(st.ancestry(art_id)) if mermaid else tree(st, art_id))
+    except ArtifactError as e:
+        _fail(str(e), 1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # vLLM engine processes are spawned: keep the guard
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""A recipe: one YAML file in configs/, validated against the stages' pydantic configs.
+
+Each stage's library module owns its config class (`WorldConfig` in data/world.py, `PretrainConfig`
+in models/pretrain.py, ...); `Recipe` only composes them. Validation happens at load time, before
+any work: unknown fields, wrong types, out-of-range values and missing files fail with the file and
+the field path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from r1flow.data.world import WorldConfig
+from r1flow.models.evaluate import EvalConfig
+from r1flow.models.pretrain import PretrainConfig
+from r1flow.models.tokenizer import TokenizerConfig
+
+DEFAULT_STORE = "./artifacts"
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used; the message names the file and the field."""
+
+
+class Recipe(BaseModel):
+    """The whole pipeline's configuration: one section per stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("tiny", description="Recipe name, shown in run names and reports.")
+    store: str | None = Field(None, description="Artifact store root (default: $R1FLOW_STORE or ./artifacts).")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="Stage 0: task world and corpus.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Stage 0: BPE tokenizer.")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Stage 1: MoE base model.")
+    evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Recipe":
+        if self.pretrain.import_from is None and self.evaluate.engine.max_model_len > \
+                self.pretrain.model.max_position_embeddings:
+            raise ValueError(f"evaluate.engine.max_model_len={self.evaluate.engine.max_model_len} exceeds "
+                             f"pretrain.model.max_position_embeddings={self.pretrain.model.max_position_embeddings}")
+        return self
+
+    def store_root(self) -> str:
+        return self.store or os.environ.get("R1FLOW_STORE") or DEFAULT_STORE
+
+
+def _local_paths(recipe: Recipe) -> list[tuple[str, str]]:
+    """(field path, value) of every field that names a local file or directory."""
+    out = []
+    if recipe.pretrain.import_from:
+        out.append(("pretrain.import_from", recipe.pretrain.import_from))
+    if recipe.tokenizer.hub_id:
+        out.append(("tokenizer.hub_id", recipe.tokenizer.hub_id))
+    return out
+
+
+def _is_path(value: str) -> bool:
+    # Hub ids look like "org/name"; a value that starts like a path is treated as one.
+    return value.startswith((".", "/", "~")) or os.path.isabs(value)
+
+
+def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of stage sections, got {type(data).__name__}")
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{path}: invalid recipe ({e.error_count()} error{'s' * (e.error_count() > 1)})"]
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+            got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+            lines.append(f"  {loc}: {err['msg']}{got}")
+        raise RecipeError("\n".join(lines)) from None
+    for field, value in _local_paths(recipe):
+        if _is_path(value) and not Path(value).expanduser().exists():
+            raise RecipeError(f"{path}: {field}: no such file or directory: {value}")
+    return recipe

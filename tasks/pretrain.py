@@ -1,0 +1,110 @@
+"""Stage 1 `pretrain`: train the DeepSeek-V3-style base model, or import the user's own base model.
+
+With `nproc > 1` the training runs under `torchrun` in a child process; this task forwards its output
+and terminates it (and its workers) if the task is cancelled, so no orphan keeps a core or a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from r1flow.data.store import ArtifactRef, ArtifactStore
+from r1flow.models import plots, pretrain as pt
+from r1flow.models.deepseek_v3 import balancing, config as mcfg, mtp
+from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
+
+
+def import_base(source: str, tokenizer_dir: Path, out: Path, summary: dict) -> None:
+    """Copy a user's Hugging Face causal LM into the store as the base checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"pretrain.import_from: cannot load causal LM {source!r}: {e}") from e
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):
+        tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    if len(tok) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tok))
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    summary |= {"imported_from": source, "model_type": model.config.model_type,
+                "params_total": sum(p.numel() for p in model.parameters())}
+
+
+def train(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, out: Path, summary: dict,
+          work: Path) -> None:
+    corpus, heldout = world_ref.file("corpus.parquet"), world_ref.file("heldout.parquet")
+    progress = Progress("pretrain", cfg.steps)
+    if cfg.nproc == 1:
+        summary |= pt.pretrain(cfg, corpus, heldout, Path(tok_ref.path), out, work,
+                               on_log=lambda rec: progress.update(rec["step"]))
+    else:
+        summary |= run_torchrun(cfg, corpus, heldout, Path(tok_ref.path), out, work)
+    img = out / "r1flow" / "expert_load.png"
+    publish_markdown("r1flow-pretrain-report", pretrain_markdown(summary, img),
+                     "Pretraining: loss vs unigram baseline, throughput, MoE balance")
+
+
+def run_torchrun(cfg: pt.PretrainConfig, corpus: Path, heldout: Path, tok: Path, out: Path, work: Path) -> dict:
+    spec = work / "spec.json"
+    summary_path = work / "summary.json"
+    spec.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "corpus": str(corpus), "heldout": str(heldout),
+                                "tokenizer": str(tok), "out": str(out), "work": str(work),
+                                "summary": str(summary_path)}))
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={cfg.nproc}", "-m", "r1flow.models.pretrain",
+           "--spec", str(spec)]
+    log(f"[pretrain] launching: {' '.join(cmd)}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("[pretrain]"):
+                log(line.rstrip())
+        rc = proc.wait()
+    except BaseException:
+        # Cancellation or crash of this task: take the whole process group (torchrun + workers) down.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    if rc != 0:
+        raise RuntimeError(f"pretrain: torchrun exited with code {rc}")
+    return json.loads(summary_path.read_text())
+
+
+def pretrain_markdown(s: dict, img: Path) -> str:
+    rows = [("parameters (total / activated)", f"{s.get('params_total', 0):,} / {s.get('params_active', 0):,}"),
+            ("tokens", f"{s.get('tokens', 0):,}"),
+            ("held-out loss (nats/token)", f"{s.get('heldout_loss', float('nan')):.3f}"),
+            ("unigram baseline", f"{s.get('unigram_heldout_loss', float('nan')):.3f}"),
+            ("tokens/s", f"{s.get('tokens_per_s') or 0:,.0f}"), ("MFU", f"{(s.get('mfu') or 0):.1%}"),
+            ("max/mean expert load (last 20 steps)", f"{s.get('final_max_over_mean_load', float('nan')):.2f}")]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"# Pretraining\n\n| metric | value |\n|---|---|\n{table}\n\nExpert load plot: `{img}`\n"
+
+
+@task(name="pretrain", cache_policy=NONE)
+def pretrain_task(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, store_root: str,
+                  mode: str = "run") -> ArtifactRef:
+    def build(out: Path, summary: dict, work: Path) -> None:
+        if cfg.import_from:
+            import_base(cfg.import_from, Path(tok_ref.path), out, summary)
+        else:
+            train(cfg, world_ref, tok_ref, out, summary, work)
+
+    return run_stage(ArtifactStore(store_root), stage="pretrain", kind="checkpoint", config=cfg,
+                     parents=[world_ref, tok_ref], modules=[pt, mcfg, balancing, mtp, plots], build=build, mode=mode)
