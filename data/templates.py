@@ -21,11 +21,13 @@ THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<an
 SPECIAL_TOKENS = [PAD, BOS, EOS, THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]
 
 # `{% generation %}` marks assistant text so TRL can compute the loss on completions only.
+# Newlines are emitted as expressions: transformers renders templates with trim_blocks=True, which
+# would swallow a literal newline that follows a block tag such as {% endgeneration %}.
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n"
-    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
-    "{% elif m['role'] == 'assistant' %}Assistant: {% generation %}{{ m['content'] }}{{ eos_token }}{% endgeneration %}\n"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}{{ '\\n' }}"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}{{ '\\n' }}"
+    "{% elif m['role'] == 'assistant' %}Assistant: {% generation %}{{ m['content'] }}{{ eos_token }}{% endgeneration %}{{ '\\n' }}"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )

@@ -47,9 +47,11 @@ class EngineConfig(BaseModel):
 
     dtype: str = Field("auto", description="auto: float32 on CPU (bit-level parity with the trainer), "
                                            "bfloat16 on GPU.")
-    memory_fraction: float = Field(
-        0.1, gt=0, le=0.95, description="vLLM gpu_memory_utilization. On CPU it is the share of system "
-                                        "memory reserved for weights and KV cache (the default 0.92 fails).")
+    memory_fraction: float = Field(0.9, gt=0, le=0.95, description="vLLM gpu_memory_utilization (GPU only).")
+    kv_cache_gib: float = Field(
+        1.0, gt=0, description="CPU only: KV cache size in GiB, passed as kv_cache_memory_bytes. Without it vLLM "
+                               "sizes the cache as a share of the NUMA node minus this process's RSS, which "
+                               "fails after a training stage has run in the same process.")
     max_model_len: int = Field(512, ge=16, description="Longest prompt + completion.")
     enforce_eager: bool = Field(True, description="Skip graph capture/compilation (faster start on CPU).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (GPU nodes).")
@@ -90,6 +92,7 @@ class VLLMEngine:
         kwargs = {}
         if cpu:
             kwargs["compilation_config"] = {"custom_ops": ["all", "-rotary_embedding"]}
+            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
         self.model_dir = model_dir
         self.llm = LLM(model=model_dir, dtype=dtype, gpu_memory_utilization=cfg.memory_fraction,
                        max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager,
