@@ -23,8 +23,10 @@ _TAGGED = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE)
 _PLAIN = re.compile(r"Answer:[ \t]*([^\n<]*)")
 
 
-def extract_answer(completion: str) -> str | None:
-    """The final answer, or None. Several answer tags, or an unclosed one, make it ambiguous: None."""
+def extract_answer(completion: str, kind: str = "reasoning") -> str | None:
+    """The final answer, or None. Several answer tags, or an unclosed one, make it ambiguous: None.
+    Instruction tasks are answered directly, so without tags or an `Answer:` line their answer is the
+    response's first line."""
     text = completion.split(EOS)[0]
     tagged = _TAGGED.findall(text)
     if len(tagged) == 1:
@@ -36,6 +38,9 @@ def extract_answer(completion: str) -> str | None:
     if plain:
         ans = plain[-1].strip()
         return ans or None
+    if kind == "instruction":
+        first = text.strip().split("\n")[0].strip()
+        return first or None
     return None
 
 

@@ -54,7 +54,7 @@ def score(rows: list[dict], completions: list[list], label: str) -> list[dict]:
     samples = []
     for row, comps in zip(rows, completions):
         for i, c in enumerate(comps):
-            ans = extract_answer(c.text)
+            ans = extract_answer(c.text, row["kind"])
             ok = verify(ans, row)
             share = notation_share(reasoning_text(c.text), row["notation"]) if row["kind"] == "reasoning" else None
             samples.append({

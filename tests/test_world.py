@@ -100,6 +100,13 @@ def test_extract_answer(completion, expected):
     assert verify.extract_answer(completion) == expected
 
 
+def test_instruction_answers_are_the_response():
+    assert verify.extract_answer(" fish lime moon<|eos|>", "instruction") == "fish lime moon"
+    assert verify.extract_answer(" fish lime moon", "reasoning") is None
+    row = {"family": "copy", "answer": "fish lime moon", "meta": "{}"}
+    assert verify.verify(verify.extract_answer(" fish  lime moon\nUser: x", "instruction"), row) is True
+
+
 def test_format_ok():
     assert verify.format_ok("<think> a </think> <answer> 7 </answer><|eos|>")
     assert not verify.format_ok("<think> a </think> 7")
