@@ -292,6 +292,7 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
                "moe/max_over_mean_load": float(imb.mean()),
                "moe/bias_abs_mean": float(torch.stack([r.e_score_correction_bias.abs().mean()
                                                        for _, r in probe.routers]).mean()),
+               **{f"moe/layer{i}_max_over_mean": float(v) for i, v in enumerate(imb)},
                "load": counts.tolist()}
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             dt_s = time.perf_counter() - t_last

@@ -38,6 +38,28 @@ def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     assert (store_root / "objects" / ids["evaluate:base"] / "report.md").exists()
 
 
+def test_base_checkpoint_logprobs_agree_in_transformers_and_vllm(smoke_run):
+    import torch
+
+    from r1flow.models.engine import EngineConfig, VLLMEngine
+
+    _, _, paths = smoke_run
+    model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32).eval()
+    engine = VLLMEngine(paths["pretrain"], EngineConfig(kv_cache_gib=0.25, max_model_len=256))
+    try:
+        tok = engine.tokenizer
+        texts = ["Problem: What is 3 + 4?\nSolution: 3 + 4 = 7.\nAnswer: 7",
+                 "User: Copy: fish lime moon\nAssistant: fish lime moon<|eos|>\nThe color of kadal is blue."]
+        seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        got = engine.prompt_logprobs(seqs)
+    finally:
+        engine.close()
+    with torch.no_grad():
+        for s, g in zip(seqs, got):
+            ref = torch.log_softmax(model(torch.tensor([s])).logits[0], -1)[torch.arange(len(s) - 1), torch.tensor(s[1:])]
+            assert (ref - torch.tensor(g)).abs().max().item() <= 1e-3
+
+
 def test_rerun_recomputes_nothing(smoke_run):
     recipe, store_root, paths = smoke_run
     store = ArtifactStore(store_root)
