@@ -18,7 +18,8 @@ R1_ZERO_SYSTEM = (
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
-SPECIAL_TOKENS = [PAD, BOS, EOS, THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]
+REASONING_TAGS = [THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE]
+SPECIAL_TOKENS = [PAD, BOS, EOS, *REASONING_TAGS]  # all single tokens; only PAD/BOS/EOS are "special"
 
 # `{% generation %}` marks assistant text so TRL can compute the loss on completions only.
 # Newlines are emitted as expressions: transformers renders templates with trim_blocks=True, which

@@ -16,8 +16,9 @@ from r1flow.data.lineage import mermaid_markdown
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.recipe import Recipe
 from r1flow.tasks.common import log, publish_markdown
-from r1flow.tasks.evaluate import evaluate_task
+from r1flow.tasks.evaluate import evaluate_task, publish_comparison
 from r1flow.tasks.pretrain import pretrain_task
+from r1flow.tasks.r1_zero import r1_zero_task
 from r1flow.tasks.tokenizer import tokenizer_task
 from r1flow.tasks.world import world_task
 
@@ -26,9 +27,13 @@ STAGES: dict[str, tuple[str, list[str]]] = {
     "world": ("generate task world, pretraining corpus and held-out prompt sets", []),
     "tokenizer": ("train the BPE tokenizer with chat template and <think>/<answer> tokens", ["world"]),
     "pretrain": ("pretrain the DeepSeek-V3-style MoE base model (or import your own)", ["world", "tokenizer"]),
-    "evaluate": ("pass@1 / cons@k on held-out problems for every checkpoint", ["pretrain", "world"]),
+    "r1_zero": ("GRPO from the base with rule rewards (accuracy + format), vLLM rollouts", ["pretrain", "world"]),
+    "evaluate": ("pass@1 / cons@k on held-out problems for every checkpoint", ["pretrain", "r1_zero", "world"]),
 }
-StageName = Literal["world", "tokenizer", "pretrain", "evaluate"]
+StageName = Literal["world", "tokenizer", "pretrain", "r1_zero", "evaluate"]
+# Checkpoint-producing stages, in order; evaluate scores each one the run has.
+CHECKPOINTS = ["pretrain", "r1_zero"]
+LABELS = {"pretrain": "base", "r1_zero": "r1_zero"}
 
 
 class RunOptions(BaseModel):
@@ -64,9 +69,13 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
     go("world", world_task, recipe.world)
     go("tokenizer", tokenizer_task, recipe.tokenizer, refs.get("world"))
     go("pretrain", pretrain_task, recipe.pretrain, refs.get("world"), refs.get("tokenizer"))
+    go("r1_zero", r1_zero_task, recipe.r1_zero, refs.get("pretrain"), refs.get("world"))
     if opts.mode("evaluate") != "skip":
-        refs["evaluate:base"] = evaluate_task(recipe.evaluate, "base", refs["pretrain"], refs["world"], root,
-                                              opts.mode("evaluate"))
+        for stage in CHECKPOINTS:
+            if stage in refs:
+                refs[f"evaluate:{LABELS[stage]}"] = evaluate_task(recipe.evaluate, LABELS[stage], refs[stage],
+                                                                  refs["world"], root, opts.mode("evaluate"))
+        publish_comparison(refs)
     publish_lineage(root, refs, recipe.name)
     for name, ref in refs.items():
         log(f"[r1flow] {name:<14} {ref.id[:12]}  {ref.path}")

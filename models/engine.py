@@ -63,12 +63,17 @@ class Completion:
     text: str
     token_ids: list[int]
     finish_reason: str  # "stop" (EOS / stop string) or "length"
+    prompt_token_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # raw model log-prob of each sampled token (before temperature)
 
 
 class RolloutEngine(Protocol):
-    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[Completion]]: ...
+    def generate(self, prompts: list[str], sampling: SamplingConfig, n: list[int] | None = None,
+                 logprobs: bool = False) -> list[list[Completion]]: ...
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]: ...
+
+    def update_weights(self, checkpoint_dir: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -77,6 +82,17 @@ def _on_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def _repack_cpu_moe(model) -> int:
+    """Re-run the CPU experts' weight prepack on every fused-MoE layer (see update_weights)."""
+    n = 0
+    for module in model.modules():
+        kernel = getattr(getattr(module, "quant_method", None), "moe_kernel", None)
+        if kernel is not None:
+            kernel.fused_experts.process_weights_after_loading(module)
+            n += 1
+    return n
 
 
 class VLLMEngine:
@@ -100,15 +116,36 @@ class VLLMEngine:
                        seed=0, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], sampling: SamplingConfig, n: list[int] | None = None,
+                 logprobs: bool = False) -> list[list[Completion]]:
+        """Sample `sampling.n` (or n[i]) completions of each prompt. With `logprobs`, each completion
+        carries the raw log-prob of every sampled token (vLLM's default logprobs mode)."""
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-                                 max_tokens=sampling.max_tokens, seed=sampling.seed + i, skip_special_tokens=False)
+        params = [SamplingParams(n=n[i] if n else sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_tokens, seed=sampling.seed + i, skip_special_tokens=False,
+                                 logprobs=0 if logprobs else None)
                   for i in range(len(prompts))]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [[Completion(text=c.text, token_ids=list(c.token_ids), finish_reason=c.finish_reason or "length")
+        return [[Completion(text=c.text, token_ids=list(c.token_ids), finish_reason=c.finish_reason or "length",
+                            prompt_token_ids=list(o.prompt_token_ids),
+                            logprobs=[lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)] if logprobs else None)
                  for c in o.outputs] for o in outs]
+
+    def update_weights(self, checkpoint_dir: str) -> None:
+        """Load new weights (a Hugging Face checkpoint directory) into the running engine.
+
+        vLLM's in-place `reload_weights` alone leaves the engine wrong on CPU for MoE models (log-prob
+        gaps of 1 to 5 nats, even when reloading identical weights): `UnquantizedFusedMoEMethod`
+        re-runs the experts' `process_weights_after_loading`, which prepacks w13/w2 into the CPU
+        grouped-GEMM layout, only on the first load (`if not is_weight_update`), so reloaded expert
+        weights stay in checkpoint layout while the CPU kernel reads them as packed. We re-run that
+        prepack after the reload. Cached prefixes hold keys/values of the old weights: reset them.
+        tests/test_grpo.py holds the engine to the trainer's log-probs after optimizer steps."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": checkpoint_dir})
+        if _on_cpu():
+            self.llm.apply_model(_repack_cpu_moe)
+        self.llm.reset_prefix_cache()
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         """log p(token_t | tokens_<t) for t >= 1 of each sequence, as the engine computes it."""

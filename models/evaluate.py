@@ -67,13 +67,20 @@ def score(rows: list[dict], completions: list[list], label: str) -> list[dict]:
     return samples
 
 
+REASONING_ALL = "reasoning (all)"
+
+
 def summarize(samples: list[dict], n_boot: int = 1000) -> list[dict]:
+    """One row per family, plus a pooled row over every reasoning problem (its interval resamples
+    problems across families)."""
     by_family: dict[str, dict[str, list]] = {}
     for s in samples:
         f = by_family.setdefault(s["family"], {})
         f.setdefault(s["problem_id"], []).append(s)
+        if s["kind"] == "reasoning":
+            by_family.setdefault(REASONING_ALL, {}).setdefault(s["problem_id"], []).append(s)
     out = []
-    for fam, problems in sorted(by_family.items()):
+    for fam, problems in sorted(by_family.items(), key=lambda kv: (kv[0] == REASONING_ALL, kv[0])):
         groups = list(problems.values())
         correct = [[s["correct"] for s in g] for g in groups]
         answers = [[s["answer_norm"] for s in g] for g in groups]

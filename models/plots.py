@@ -33,3 +33,40 @@ def plot_expert_load(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_rl_curves(metrics: list[dict], path: Path, title: str = "RL") -> None:
+    """Like the R1 paper's Figures 2 and 3: accuracy (and format rate) and mean response length over
+    RL steps, with a 10-step moving average."""
+    steps = [m["step"] for m in metrics]
+
+    def series(key):
+        return np.array([np.nan if m.get(key) is None else m[key] for m in metrics], dtype=float)
+
+    def smooth(y, w=10):
+        if len(y) < w:
+            return y
+        return np.convolve(np.nan_to_num(y), np.ones(w) / w, mode="valid")
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for key, label in (("rl/accuracy", "accuracy"), ("rl/format_rate", "format rate")):
+        y = series(key)
+        if np.isnan(y).all():
+            continue
+        line, = a.plot(steps, y, alpha=0.3)
+        s = smooth(y)
+        a.plot(steps[len(steps) - len(s):], s, color=line.get_color(), label=label)
+    a.set_xlabel("RL step")
+    a.set_ylim(-0.02, 1.02)
+    a.set_title(f"{title}: training reward components")
+    a.legend()
+    y = series("rl/completion_length")
+    b.plot(steps, y, alpha=0.3)
+    s = smooth(y)
+    b.plot(steps[len(steps) - len(s):], s, color="C0")
+    b.set_xlabel("RL step")
+    b.set_ylabel("tokens")
+    b.set_title(f"{title}: mean response length")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

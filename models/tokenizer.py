@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from r1flow.data.templates import BOS, CHAT_TEMPLATE, EOS, PAD, SPECIAL_TOKENS
+from r1flow.data.templates import BOS, CHAT_TEMPLATE, EOS, PAD, REASONING_TAGS, SPECIAL_TOKENS
 
 
 class TokenizerConfig(BaseModel):
@@ -47,8 +47,10 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> PreTrainedTok
 
 
 def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                 additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (BOS, EOS, PAD)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+    # The reasoning tags are atomic added tokens but not "special": decoding with
+    # skip_special_tokens=True (TRL, vLLM defaults) must keep them, or rewards never see the format.
+    hf.add_tokens([AddedToken(t, special=False, normalized=False) for t in REASONING_TAGS])
     hf.chat_template = CHAT_TEMPLATE
     hf.model_max_length = 1 << 20
     return hf
@@ -72,7 +74,7 @@ def adapt_tokenizer(hub_id: str) -> PreTrainedTokenizerFast:
         tok = AutoTokenizer.from_pretrained(hub_id)
     except OSError as e:
         raise ValueError(f"tokenizer.hub_id: cannot load tokenizer {hub_id!r}: {e}") from e
-    tok.add_special_tokens({"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in tok.get_vocab()]})
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in REASONING_TAGS if t not in tok.get_vocab()])
     if tok.pad_token is None:
         tok.pad_token = PAD
     tok.chat_template = CHAT_TEMPLATE.replace("{{ eos_token }}", tok.eos_token or EOS)

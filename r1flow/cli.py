@@ -59,8 +59,11 @@ def run(recipe: Path = RECIPE,
     typer.echo("\nArtifacts (store: %s):" % rec.store_root())
     for stage, path in result.items():
         typer.echo(f"  {stage:<14} {path}")
-    if "evaluate:base" in result:
-        typer.echo("\n" + Path(result["evaluate:base"], "report.md").read_text())
+    from r1flow.tasks.evaluate import comparison_markdown, load_summaries
+
+    summaries = load_summaries(result)
+    if summaries:
+        typer.echo("\n" + comparison_markdown(summaries))
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from r1flow.data.world import WorldConfig
 from r1flow.models.evaluate import EvalConfig
+from r1flow.models.grpo import GRPOStageConfig
 from r1flow.models.pretrain import PretrainConfig
 from r1flow.models.tokenizer import TokenizerConfig
 
@@ -36,6 +37,8 @@ class Recipe(BaseModel):
     world: WorldConfig = Field(default_factory=WorldConfig, description="Stage 0: task world and corpus.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Stage 0: BPE tokenizer.")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Stage 1: MoE base model.")
+    r1_zero: GRPOStageConfig = Field(default_factory=GRPOStageConfig,
+                                     description="Stage 2: R1-Zero, GRPO from the base with rule rewards.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation.")
 
     @model_validator(mode="after")

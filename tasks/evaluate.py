@@ -11,7 +11,7 @@ from r1flow.data import metrics, notation, verify
 from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models import engine as eng, evaluate as ev
-from r1flow.tasks.common import log, publish_table, run_stage
+from r1flow.tasks.common import log, publish_markdown, publish_table, run_stage
 
 
 def summary_markdown(label: str, rows: list[dict]) -> str:
@@ -40,6 +40,40 @@ def build_eval(cfg: ev.EvalConfig, label: str, ckpt: ArtifactRef, world_ref: Art
             f"cons@k {r['cons@k']:.3f} format {r['format_rate']:.2f} len {r['mean_length']:.1f}")
     summary |= {"checkpoint": label, "samples": len(samples),
                 **{f"pass@1/{r['family']}": r["pass@1"] for r in table}}
+
+
+def comparison_markdown(summaries: dict[str, list[dict]]) -> str:
+    """pass@1 [95% CI], format rate and mean length of every evaluated checkpoint, per family."""
+    labels = list(summaries)
+    families = [r["family"] for r in next(iter(summaries.values()))]
+    head = "| family | " + " | ".join(f"{lb} pass@1 [95% CI] | {lb} format | {lb} len" for lb in labels) + " |\n"
+    head += "|---|" + "---|---|---|" * len(labels) + "\n"
+    body = ""
+    for fam in families:
+        cells = []
+        for lb in labels:
+            r = next((x for x in summaries[lb] if x["family"] == fam), None)
+            cells.append("- | - | -" if r is None else
+                         f"{r['pass@1']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['format_rate']:.2f} | "
+                         f"{r['mean_length']:.1f}")
+        body += f"| {fam} | " + " | ".join(cells) + " |\n"
+    return f"# Held-out evaluation, all checkpoints\n\n{head}{body}"
+
+
+def load_summaries(refs: dict[str, ArtifactRef | str]) -> dict[str, list[dict]]:
+    out = {}
+    for name, ref in refs.items():
+        if name.startswith("evaluate:"):
+            path = ref.path if isinstance(ref, ArtifactRef) else ref
+            out[name.split(":", 1)[1]] = read_rows(Path(path) / "summary.parquet", "eval_summary")
+    return out
+
+
+def publish_comparison(refs: dict[str, ArtifactRef]) -> None:
+    summaries = load_summaries(refs)
+    if summaries:
+        publish_markdown("r1flow-eval-comparison", comparison_markdown(summaries),
+                         "Held-out pass@1 of every checkpoint of this run")
 
 
 @task(name="evaluate", cache_policy=NONE)

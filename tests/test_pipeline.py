@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     recipe, store_root, paths = smoke_run
-    assert set(paths) == {"world", "tokenizer", "pretrain", "evaluate:base"}
+    assert set(paths) == {"world", "tokenizer", "pretrain", "r1_zero", "evaluate:base", "evaluate:r1_zero"}
     store = ArtifactStore(store_root)
     ids = {k: p.rsplit("/", 1)[-1] for k, p in paths.items()}
     for art_id in ids.values():
@@ -28,13 +28,16 @@ def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     assert set(ev.parents) == {ids["pretrain"], ids["world"]}
     assert store.manifest(ids["pretrain"]).parents == [ids["world"], ids["tokenizer"]]
     assert [m.stage for m in store.ancestry(ids["evaluate:base"])] == ["world", "tokenizer", "pretrain", "evaluate"]
+    assert store.manifest(ids["r1_zero"]).parents == [ids["pretrain"], ids["world"]]
+    assert set(store.manifest(ids["evaluate:r1_zero"]).parents) == {ids["r1_zero"], ids["world"]}
+    AutoModelForCausalLM.from_pretrained(paths["r1_zero"])
     assert "pretrain" in tree(store, ids["evaluate:base"]) and "-->" in mermaid(store.ancestry(ids["evaluate:base"]))
     # Payloads load with the tools users have.
     ds = datasets.load_dataset("parquet", data_files=str(store_root / "objects" / ids["world"] / "eval.parquet"))
     assert ds["train"].num_rows > 0
     AutoModelForCausalLM.from_pretrained(paths["pretrain"])
     rows = read_rows(f"{paths['evaluate:base']}/summary.parquet", "eval_summary")
-    assert {r["family"] for r in rows} == {"add", "copy"} and all(0 <= r["pass@1"] <= 1 for r in rows)
+    assert {r["family"] for r in rows} == {"add", "copy", "reasoning (all)"} and all(0 <= r["pass@1"] <= 1 for r in rows)
     assert (store_root / "objects" / ids["evaluate:base"] / "report.md").exists()
 
 
@@ -87,7 +90,7 @@ def test_from_until_and_force(smoke_run, tmp_path):
 
 def test_each_stage_has_its_own_flow(smoke_run):
     recipe, _, paths = smoke_run
-    assert set(STAGE_FLOWS) == {"world", "tokenizer", "pretrain", "evaluate"}
+    assert set(STAGE_FLOWS) == {"world", "tokenizer", "pretrain", "r1_zero", "evaluate"}
     assert STAGE_FLOWS["tokenizer"](recipe=recipe)["tokenizer"] == paths["tokenizer"]
 
 
@@ -104,6 +107,7 @@ def test_stage_summaries_are_prefect_artifacts(smoke_run):
 
     arts = asyncio.run(keys())
     for k in ("r1flow-world-summary", "r1flow-tokenizer-summary", "r1flow-pretrain-summary",
-              "r1flow-evaluate-summary", "r1flow-eval-base", "r1flow-lineage", "r1flow-pretrain-report"):
+              "r1flow-evaluate-summary", "r1flow-eval-base", "r1flow-lineage", "r1flow-pretrain-report",
+              "r1flow-r1-zero-summary", "r1flow-r1-zero-curves", "r1flow-eval-r1-zero", "r1flow-eval-comparison"):
         assert k in arts, sorted(arts)
     assert "```mermaid" in arts["r1flow-lineage"].data

@@ -21,5 +21,8 @@ def test_tokenizer_roundtrip_and_chat_template(tmp_path):
         templates.render_chat(msgs[:2], add_generation_prompt=True)
     text = templates.render_chat(msgs)
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    # Decoding as TRL and vLLM do (skip_special_tokens=True) keeps the reasoning tags, drops EOS.
+    ids = tok(msgs[2]["content"] + templates.EOS, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids, skip_special_tokens=True) == msgs[2]["content"]
     # Digits are split individually so numbers stay compositional.
     assert tok.tokenize("12345") == ["1", "2", "3", "4", "5"]

@@ -1,0 +1,108 @@
+"""Rule rewards for GRPO, and the per-call timeout every reward runs under.
+
+A reward is a plain function `(completions, **columns) -> list[float | None]` (TRL's reward-function
+protocol: `columns` are the prompt set's columns, one value per completion). It returns None for a
+completion it cannot score (its verifier raised, or the call timed out), never a fake 0; TRL turns
+None into NaN and leaves it out of the sum over reward functions.
+
+  accuracy_reward  1 if the extracted answer verifies against the problem, else 0 (R1 sec. 2.2.2)
+  format_reward    1 if the completion is exactly <think> ... </think> <answer> ... </answer>
+
+`with_timeout` runs a reward call in a worker thread and gives up after `seconds`: the step goes on
+with None for that call's completions. A Python thread cannot be killed, so a verifier that never
+returns keeps its (daemon) thread until the process ends; the step itself is never blocked.
+This module does not aggregate rewards or compute advantages (TRL's GRPOTrainer does).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from r1flow.data.verify import extract_answer, format_ok, verify
+
+log = logging.getLogger("r1flow.rewards")
+RewardFn = Callable[..., list]
+
+
+def _text(c: Any) -> str:
+    # TRL passes strings for plain-text prompts and [{"role": "assistant", "content": ...}] for chat.
+    return c if isinstance(c, str) else c[-1]["content"]
+
+
+def accuracy_reward(completions: list, family: list[str], answer: list[str], meta: list[str],
+                    kind: list[str] | None = None, **_: Any) -> list[float | None]:
+    out: list[float | None] = []
+    kinds = kind or ["reasoning"] * len(completions)
+    for c, fam, gold, m, k in zip(completions, family, answer, meta, kinds):
+        pred = extract_answer(_text(c), k)
+        if pred is None:
+            out.append(0.0)  # no answer given: scorable, and wrong
+            continue
+        try:
+            ok = verify(pred, {"family": fam, "answer": gold, "meta": m})
+        except Exception:  # noqa: BLE001 - a verifier failure is "cannot score" (None), logged
+            log.exception("accuracy_reward: verifier failed on answer %r for %s problem", pred, fam)
+            out.append(None)
+            continue
+        out.append(1.0 if ok else 0.0)
+    return out
+
+
+def format_reward(completions: list, **_: Any) -> list[float | None]:
+    return [1.0 if format_ok(_text(c)) else 0.0 for c in completions]
+
+
+REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward}
+
+
+class RewardTimer:
+    """Seconds spent in reward calls (for the per-phase timing)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.timeouts = 0
+
+    def take(self) -> tuple[float, int]:
+        s, t = self.seconds, self.timeouts
+        self.seconds, self.timeouts = 0.0, 0
+        return s, t
+
+
+def with_timeout(fn: RewardFn, seconds: float, timer: RewardTimer | None = None) -> RewardFn:
+    """Wrap a reward so one call returns within `seconds`; on timeout every completion scores None."""
+
+    def wrapped(completions: list, **columns: Any) -> list[float | None]:
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["out"] = fn(completions=completions, **columns)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
+                box["err"] = e
+
+        t0 = time.perf_counter()
+        worker = threading.Thread(target=run, name=f"reward-{fn.__name__}", daemon=True)
+        worker.start()
+        worker.join(seconds)
+        if timer:
+            timer.seconds += time.perf_counter() - t0
+        if worker.is_alive():
+            log.warning("reward %s timed out after %.1fs on %d completions; scored None",
+                        fn.__name__, seconds, len(completions))
+            if timer:
+                timer.timeouts += 1
+            return [None] * len(completions)
+        if "err" in box:
+            raise RuntimeError(f"reward {fn.__name__} raised: {box['err']!r}") from box["err"]
+        out = box["out"]
+        if len(out) != len(completions):
+            raise ValueError(f"reward {fn.__name__} returned {len(out)} scores for {len(completions)} completions")
+        return out
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__qualname__ = fn.__qualname__
+    return wrapped

@@ -1,0 +1,325 @@
+"""GRPO with TRL's `GRPOTrainer` for the loss and vLLM for every rollout (stage 2, R1-Zero; reused by
+the later RL stages).
+
+TRL owns the objective: group-relative advantages, the clipped ratio, the k3 KL to the reference
+model (DeepSeekMath, arXiv 2402.03300, eqs. 3-4). r1flow plugs in through TRL's `rollout_func`: each
+step the vLLM engine first receives the trainer's current weights (`VLLMEngine.update_weights`), then
+samples G completions per prompt, and the rollout-vs-trainer log-prob gap is measured on a few of
+them. A callback writes per-step metrics and every rollout (Parquet), times each phase (generation,
+weight sync, rewards, training) and checkpoints are TRL's own (`save_steps`), resumed after a crash.
+This module does not know about Prefect or the artifact store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from r1flow.data.notation import dominant_notation
+from r1flow.data.rewards import REWARDS, RewardTimer, with_timeout
+from r1flow.data.templates import r1_zero_messages
+from r1flow.data.verify import reasoning_text
+from r1flow.models.engine import EngineConfig, SamplingConfig, VLLMEngine
+
+
+class GRPOStageConfig(BaseModel):
+    """An RL stage: GRPO hyper-parameters (names as in TRL's GRPOConfig), rewards, rollouts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(60, ge=1, description="Optimizer steps (one generation batch each).")
+    prompts_per_step: int = Field(8, ge=1, description="Distinct prompts per step.")
+    num_generations: int = Field(8, ge=2, description="G, completions per prompt (R1: 16).")
+    learning_rate: float = Field(2e-5, gt=0, lt=1, description="Constant learning rate (R1: 3e-6).")
+    beta: float = Field(0.001, ge=0, description="KL coefficient to the reference model (R1: 0.001).")
+    epsilon: float = Field(0.2, gt=0, description="Lower clip range of the ratio (DeepSeekMath: 0.2).")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clip range (DAPO); None = epsilon.")
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field(
+        "grpo", description="TRL loss aggregation; 'grpo' is DeepSeekMath's per-sequence mean.")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Divide advantages by the group std ('group', GRPO), the batch std, or not.")
+    mask_truncated_completions: bool = Field(False, description="Leave completions cut at max length out of the loss.")
+    max_completion_length: int = Field(96, ge=1, description="Longest completion in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Rollout temperature (R1: 1.0).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Rollout nucleus mass.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0},
+                                      description="Reward name -> weight; names from data/rewards.py.")
+    reward_timeout_s: float = Field(10.0, gt=0, description="Per reward call; a timed-out call scores None.")
+    families: list[str] = Field(default_factory=lambda: ["add", "arith", "countdown"],
+                                description="Task families whose RL prompts are used.")
+    checkpoint_every: int = Field(20, ge=1, description="Save a resumable trainer checkpoint every N steps.")
+    gap_samples: int = Field(8, ge=1, description="Completions per step on which the rollout-vs-trainer gap is measured.")
+    seed: int = Field(0)
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine for rollouts.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "GRPOStageConfig":
+        unknown = set(self.rewards) - set(REWARDS)
+        if unknown:
+            raise ValueError(f"rewards: unknown reward(s) {sorted(unknown)}; known: {sorted(REWARDS)}")
+        if not self.rewards:
+            raise ValueError("rewards: at least one reward is needed")
+        return self
+
+
+def build_prompt_dataset(rows: list[dict], tokenizer, cfg: GRPOStageConfig):
+    import datasets
+
+    keep = [r for r in rows if r["family"] in cfg.families]
+    if not keep:
+        raise ValueError(f"no RL prompts for families {cfg.families}")
+    return datasets.Dataset.from_list([{
+        "prompt": tokenizer.apply_chat_template(r1_zero_messages(r["question"]), add_generation_prompt=True,
+                                                tokenize=False),
+        "id": r["id"], "family": r["family"], "answer": r["answer"], "meta": r["meta"], "kind": r["kind"],
+        "notation": r["notation"], "question": r["question"]} for r in keep])
+
+
+def group_advantages(total: np.ndarray, g: int, scale: str) -> np.ndarray:
+    """TRL's advantage: reward minus its group mean, divided by the group (or batch) std + 1e-4."""
+    grouped = total.reshape(-1, g)
+    adv = grouped - np.nanmean(grouped, axis=1, keepdims=True)
+    if scale == "group":
+        adv = adv / (np.nanstd(grouped, axis=1, ddof=1, keepdims=True) + 1e-4)
+    elif scale == "batch":
+        adv = adv / (np.nanstd(total, ddof=1) + 1e-4)
+    return adv.reshape(-1)
+
+
+class _Recorder:
+    """Per-step state shared by the rollout function, the reward wrappers and the callback."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.prompts: list[str] = []
+        self.completions: list[str] = []
+        self.lengths: list[int] = []
+        self.truncated: list[bool] = []
+        self.row_ids: list[str] = []
+        self.notations: list[str] = []
+        self.scores: dict[str, list] = {}
+        self.gen_s = self.sync_s = self.gap = 0.0
+        self.step_t0 = 0.0
+
+    def jsonl(self, name: str) -> Path:
+        return self.work / f"{name}.jsonl"
+
+    def append(self, name: str, rows: list[dict]) -> None:
+        with open(self.jsonl(name), "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+    def load(self, name: str, upto_step: int) -> list[dict]:
+        """Rows written by an earlier (crashed) attempt, up to the checkpoint we resume from."""
+        p = self.jsonl(name)
+        if not p.exists():
+            return []
+        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["step"] <= upto_step]
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+
+@torch.no_grad()
+def trainer_logprobs(model, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:
+    """log p(completion token | prefix) under the trainer's model (float32, eval mode, no temperature)."""
+    ids = torch.tensor([prompt_ids + completion_ids], device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
+    model.train(was_training)
+    return torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt_ids):, None]).squeeze(-1).cpu()
+
+
+def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_dir: Path, work: Path,
+             on_step: Callable[[dict], None] | None = None, stage: str = "grpo") -> dict:
+    """Train with GRPO from the checkpoint in `base_dir`; write a Hugging Face checkpoint to `out_dir`
+    with `r1flow/metrics.parquet`, `r1flow/rollouts.parquet` and the curves. Returns the summary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1flow.models.plots import plot_rl_curves
+
+    work.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    dataset = build_prompt_dataset(prompt_rows, tok, cfg)
+    gpu = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if gpu else torch.float32)
+    trainer_dir = work / "trainer"
+    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.exists() else None
+    resume_step = int(Path(last).name.split("-")[-1]) if last else 0
+    rec = _Recorder(work)
+    metrics = rec.load("metrics", resume_step)
+    rollouts_n = len(rec.load("rollouts", resume_step))
+    if last:
+        print(f"[{stage}] resuming from {last} (step {resume_step})", flush=True)
+
+    engine = VLLMEngine(str(base_dir), cfg.engine)
+    sampling = SamplingConfig(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                              max_tokens=cfg.max_completion_length, seed=cfg.seed)
+    timer = RewardTimer()
+    state = {"synced_step": 0 if not last else -1}
+    sync_dir = work / "sync"
+
+    def rollout(prompts: list[str], trainer) -> dict:
+        step = trainer.state.global_step
+        t0 = time.perf_counter()
+        if state["synced_step"] != step:
+            # The engine must hold exactly the trainer's weights before it samples.
+            shutil.rmtree(sync_dir, ignore_errors=True)
+            trainer.model.save_pretrained(str(sync_dir), safe_serialization=True)
+            engine.update_weights(str(sync_dir))
+            state["synced_step"] = step
+        rec.sync_s = time.perf_counter() - t0
+        # TRL hands us each prompt G times in a row; sample the group in one request (shared prefix).
+        uniq, counts = [], []
+        for p in prompts:
+            if uniq and uniq[-1] == p and counts[-1] < cfg.num_generations:
+                counts[-1] += 1
+            else:
+                uniq.append(p)
+                counts.append(1)
+        t1 = time.perf_counter()
+        outs = engine.generate(uniq, sampling.model_copy(update={"seed": cfg.seed + 7919 * step}), n=counts,
+                               logprobs=True)
+        rec.gen_s = time.perf_counter() - t1
+        prompt_ids, completion_ids, logprobs = [], [], []
+        rec.prompts, rec.completions, rec.lengths, rec.truncated = [], [], [], []
+        for p, group in zip(uniq, outs):
+            for c in group:
+                prompt_ids.append(c.prompt_token_ids)
+                completion_ids.append(c.token_ids)
+                logprobs.append(c.logprobs)
+                rec.prompts.append(p)
+                rec.completions.append(c.text)
+                rec.lengths.append(len(c.token_ids))
+                rec.truncated.append(c.finish_reason == "length")
+        gaps = [(trainer_logprobs(trainer.model, prompt_ids[i], completion_ids[i]) - torch.tensor(logprobs[i])).abs().max()
+                for i in range(0, len(prompt_ids), max(1, len(prompt_ids) // cfg.gap_samples))[: cfg.gap_samples]
+                if completion_ids[i]]
+        rec.gap = float(torch.stack(gaps).max()) if gaps else float("nan")
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
+
+    def recorded(name: str):
+        fn = with_timeout(REWARDS[name], cfg.reward_timeout_s, timer)
+
+        def reward(completions, **columns):
+            out = fn(completions, **columns)
+            rec.scores[name] = out
+            rec.row_ids, rec.notations = columns["id"], columns["notation"]
+            return out
+
+        reward.__name__ = f"{name}_reward"
+        return reward
+
+    names = list(cfg.rewards)
+
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.logs: dict = {}
+
+        def on_step_begin(self, args, state_, control, **kw):
+            rec.step_t0 = time.perf_counter()
+
+        def on_log(self, args, state_, control, logs=None, **kw):
+            self.logs = dict(logs or {})
+
+        def on_step_end(self, args, state_, control, **kw):
+            step = state_.global_step
+            wall = time.perf_counter() - rec.step_t0
+            reward_s, timeouts = timer.take()
+            comps = {n: np.array([np.nan if v is None else v for v in rec.scores[n]], dtype=float) for n in names}
+            total = np.nansum(np.stack([cfg.rewards[n] * comps[n] for n in names]), axis=0)
+            adv = group_advantages(total, cfg.num_generations, cfg.scale_rewards)
+            rows = [{"step": step, "problem_id": rec.row_ids[i], "prompt": rec.prompts[i],
+                     "completion": rec.completions[i], **{f"reward/{n}": _none(comps[n][i]) for n in names},
+                     "reward": float(total[i]), "advantage": float(adv[i]), "length": rec.lengths[i],
+                     "truncated": rec.truncated[i], "target_notation": rec.notations[i],
+                     "reasoning_notation": dominant_notation(reasoning_text(rec.completions[i]))}
+                    for i in range(len(rec.completions))]
+            rec.append("rollouts", rows)
+            lg = self.logs
+            m = {"step": step, "rl/reward_mean": float(np.mean(total)), "rl/reward_std": float(np.std(total)),
+                 **{f"rl/reward/{n}_mean": float(np.nanmean(comps[n])) for n in names},
+                 "rl/accuracy": float(np.nanmean(comps["accuracy"])) if "accuracy" in comps else None,
+                 "rl/format_rate": float(np.nanmean(comps["format"])) if "format" in comps else None,
+                 "rl/completion_length": float(np.mean(rec.lengths)),
+                 "rl/truncated_rate": float(np.mean(rec.truncated)),
+                 "rl/frac_reward_zero_std": lg.get("frac_reward_zero_std"), "rl/kl": lg.get("kl"),
+                 "rl/clip_ratio": lg.get("clip_ratio/region_mean"), "rl/entropy": lg.get("entropy"),
+                 "train/loss": lg.get("loss"), "train/grad_norm": lg.get("grad_norm"),
+                 "rl/logprob_gap": rec.gap, "rl/reward_timeouts": timeouts,
+                 "time/generation_s": rec.gen_s, "time/weight_sync_s": rec.sync_s, "time/rewards_s": reward_s,
+                 "time/training_s": max(0.0, wall - rec.gen_s - rec.sync_s - reward_s), "time/step_s": wall}
+            rec.append("metrics", [m])
+            metrics.append(m)
+            print(f"[{stage}] step {step}/{cfg.steps} reward {m['rl/reward_mean']:.3f} acc {_fmt(m['rl/accuracy'])} "
+                  f"format {_fmt(m['rl/format_rate'])} len {m['rl/completion_length']:.1f} kl {_fmt(m['rl/kl'])} "
+                  f"gap {rec.gap:.1e} | gen {rec.gen_s:.1f}s sync {rec.sync_s:.2f}s reward {reward_s:.2f}s "
+                  f"step {wall:.1f}s", flush=True)
+            if on_step:
+                on_step(m)
+
+    args = GRPOConfig(
+        output_dir=str(trainer_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=1, num_generations=cfg.num_generations, learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant", warmup_steps=0, beta=cfg.beta, epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
+        mask_truncated_completions=cfg.mask_truncated_completions, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, top_p=cfg.top_p, max_grad_norm=cfg.max_grad_norm,
+        reward_weights=[cfg.rewards[n] for n in names], logging_steps=1, save_strategy="steps",
+        save_steps=cfg.checkpoint_every, report_to="none", use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
+        disable_tqdm=True, log_completions=False, save_only_model=False)
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    trainer = GRPOTrainer(model=model, reward_funcs=[recorded(n) for n in names], args=args, train_dataset=dataset,
+                          processing_class=tok, rollout_func=rollout, callbacks=[Recorder()])
+    try:
+        trainer.train(resume_from_checkpoint=last)
+    finally:
+        engine.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out_dir))
+    tok.save_pretrained(str(out_dir))
+    extra = out_dir / "r1flow"
+    extra.mkdir(exist_ok=True)
+    rollouts = [json.loads(line) for line in rec.jsonl("rollouts").read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(metrics), extra / "metrics.parquet")
+    pq.write_table(pa.Table.from_pylist(rollouts), extra / "rollouts.parquet")
+    plot_rl_curves(metrics, extra / "curves.png", title=stage)
+    first, last_m = metrics[: max(1, len(metrics) // 10)], metrics[-max(1, len(metrics) // 10):]
+
+    def avg(rows, k):
+        vals = [r[k] for r in rows if r.get(k) is not None and not math.isnan(r[k])]
+        return float(np.mean(vals)) if vals else None
+
+    times = {k: avg(metrics, k) for k in ("time/generation_s", "time/weight_sync_s", "time/rewards_s",
+                                          "time/training_s", "time/step_s")}
+    return {"steps": cfg.steps, "rollouts": len(rollouts), "resumed_from_step": resume_step,
+            "accuracy_first_10pct": avg(first, "rl/accuracy"), "accuracy_last_10pct": avg(last_m, "rl/accuracy"),
+            "format_rate_first_10pct": avg(first, "rl/format_rate"), "format_rate_last_10pct": avg(last_m, "rl/format_rate"),
+            "length_first_10pct": avg(first, "rl/completion_length"), "length_last_10pct": avg(last_m, "rl/completion_length"),
+            "max_logprob_gap": float(np.nanmax([m["rl/logprob_gap"] for m in metrics])),
+            **{f"mean_{k.replace('/', '_')}": v for k, v in times.items()}}
+
+
+def _none(x: float):
+    return None if math.isnan(x) else float(x)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"

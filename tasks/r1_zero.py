@@ -1,0 +1,45 @@
+"""Stage 2 `r1_zero`: GRPO straight from the base model with rule rewards (accuracy + format)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from r1flow.data import notation, rewards, templates, verify
+from r1flow.data.schemas import read_rows
+from r1flow.data.store import ArtifactRef, ArtifactStore
+from r1flow.models import engine, grpo, plots
+from r1flow.tasks.common import Progress, publish_markdown, run_stage
+
+GRPO_MODULES = [grpo, rewards, verify, engine, templates, notation, plots]
+
+
+def curves_markdown(stage: str, summary: dict, png: Path) -> str:
+    """Summary table plus the curves PNG embedded as a data URI (Prefect's UI renders Markdown)."""
+    img = base64.b64encode(png.read_bytes()).decode()
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in summary.items() if not isinstance(v, (dict, list)))
+    return (f"# {stage}: accuracy and response length over RL steps\n\n![curves](data:image/png;base64,{img})\n\n"
+            f"| metric | value |\n|---|---|\n{rows}\n\nFile: `{png}`\n")
+
+
+def build_rl(stage: str, cfg: grpo.GRPOStageConfig, policy: ArtifactRef, world_ref: ArtifactRef, out: Path,
+             summary: dict, work: Path) -> None:
+    rows = read_rows(world_ref.file("rl.parquet"), "prompts")
+    progress = Progress(stage, cfg.steps)
+    summary |= grpo.run_grpo(cfg, Path(policy.path), rows, out, work, on_step=lambda m: progress.update(m["step"]),
+                             stage=stage)
+    publish_markdown(f"r1flow-{stage}-curves", curves_markdown(stage, summary, out / "r1flow" / "curves.png"),
+                     f"{stage}: training curves (R1 paper Figures 2-3 analogue)")
+
+
+@task(name="r1_zero", cache_policy=NONE)
+def r1_zero_task(cfg: grpo.GRPOStageConfig, pretrain_ref: ArtifactRef, world_ref: ArtifactRef, store_root: str,
+                 mode: str = "run") -> ArtifactRef:
+    return run_stage(ArtifactStore(store_root), stage="r1_zero", kind="checkpoint", config=cfg,
+                     parents=[pretrain_ref, world_ref], modules=GRPO_MODULES,
+                     build=lambda out, s, work: build_rl("r1_zero", cfg, pretrain_ref, world_ref, out, s, work),
+                     mode=mode)

@@ -1,0 +1,83 @@
+"""GRPO stage: the vLLM engine holds the trainer's weights after optimizer steps; a killed run resumes.
+    pytest tests/test_grpo.py"""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from r1flow.data.schemas import read_rows
+from r1flow.models.engine import EngineConfig, VLLMEngine
+from r1flow.models.grpo import GRPOStageConfig, run_grpo
+
+pytestmark = pytest.mark.slow
+
+
+def _logprobs(model, seqs):
+    with torch.no_grad():
+        return [torch.log_softmax(model(torch.tensor([s])).logits[0], -1)[torch.arange(len(s) - 1), torch.tensor(s[1:])]
+                for s in seqs]
+
+
+def _gap(model, engine, seqs) -> float:
+    return max((r - torch.tensor(g)).abs().max().item() for r, g in zip(_logprobs(model, seqs), engine.prompt_logprobs(seqs)))
+
+
+def test_engine_holds_trainer_weights_after_optimizer_steps(smoke_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, _, paths = smoke_run
+    model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32)
+    engine = VLLMEngine(paths["pretrain"], EngineConfig(kv_cache_gib=0.25, max_model_len=256))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    seqs = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (16, 70)]
+    try:
+        for step in range(4):
+            x = torch.randint(0, vocab, (4, 32), generator=g)
+            model(input_ids=x, labels=x).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            model.save_pretrained(tmp_path / f"s{step}")
+            engine.update_weights(str(tmp_path / f"s{step}"))
+            gap = _gap(model, engine, seqs)
+            assert gap <= 1e-3, f"step {step}: engine vs trainer log-prob gap {gap:.2e}"
+        # Root cause pinned: vLLM's reload alone leaves the CPU MoE experts in checkpoint layout. If this
+        # starts passing, vLLM fixed it and the repack in VLLMEngine.update_weights can go.
+        engine.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(tmp_path / "s3")})
+        engine.llm.reset_prefix_cache()
+        assert _gap(model, engine, seqs) > 1e-2
+    finally:
+        engine.close()
+
+
+def test_grpo_killed_mid_run_resumes_from_checkpoint(smoke_run, tmp_path):
+    recipe, store, paths = smoke_run
+    rows = read_rows(f"{paths['world']}/rl.parquet", "prompts")
+    cfg = recipe.r1_zero.model_copy(update={"steps": 4, "checkpoint_every": 2})
+    work, out = tmp_path / "work", tmp_path / "out"
+
+    def kill(m):
+        if m["step"] == 3:
+            raise KeyboardInterrupt("simulated kill at step 3")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grpo(cfg, paths["pretrain"], rows, out, work, on_step=kill)
+    assert (work / "trainer" / "checkpoint-2").exists() and not out.exists()
+    summary = run_grpo(cfg, paths["pretrain"], rows, out, work)
+    assert summary["resumed_from_step"] == 2
+    metrics = pq.read_table(out / "r1flow" / "metrics.parquet").to_pydict()
+    assert metrics["step"] == [1, 2, 3, 4]
+    assert max(metrics["rl/logprob_gap"]) <= 1e-3
+    rollouts = pq.read_table(out / "r1flow" / "rollouts.parquet").to_pylist()
+    assert sorted({r["step"] for r in rollouts}) == [1, 2, 3, 4]
+    assert len(rollouts) == 4 * cfg.prompts_per_step * cfg.num_generations
+    assert {"reward/accuracy", "reward/format", "reward", "advantage", "length", "reasoning_notation"} <= set(rollouts[0])
+    assert (out / "r1flow" / "curves.png").stat().st_size > 1000
+
+
+def test_unknown_reward_is_a_config_error():
+    with pytest.raises(ValueError, match="unknown reward"):
+        GRPOStageConfig(rewards={"helpfulness_oracle": 1.0})
