@@ -41,3 +41,18 @@ def cons_at_k(answers: list[list[str | None]], correct: list[list[bool]]) -> flo
         top = max(votes, key=lambda a: (votes[a], -ans.index(a)))
         hits.append(bool(cor[ans.index(top)]))
     return float(np.mean(hits)) if hits else float("nan")
+
+
+def paired_diff_ci(new: dict[str, list[bool]], base: dict[str, list[bool]], n_boot: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float, int]:
+    """pass@1(new) - pass@1(base) on the problems both were scored on, with a percentile bootstrap
+    interval that resamples problems (paired: one draw picks the same problem for both). Returns
+    (difference, low, high, problems). An interval above 0 is an improvement beyond sampling noise."""
+    ids = sorted(set(new) & set(base))
+    if not ids:
+        return float("nan"), float("nan"), float("nan"), 0
+    d = np.array([np.mean([bool(c) for c in new[i]]) - np.mean([bool(c) for c in base[i]]) for i in ids])
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(d.mean()), float(lo), float(hi), len(ids)

@@ -59,11 +59,11 @@ def run(recipe: Path = RECIPE,
     typer.echo("\nArtifacts (store: %s):" % rec.store_root())
     for stage, path in result.items():
         typer.echo(f"  {stage:<14} {path}")
-    from r1flow.tasks.evaluate import comparison_markdown, load_summaries
+    from r1flow.tasks.evaluate import comparison_markdown, load_evals
 
-    summaries = load_summaries(result)
-    if summaries:
-        typer.echo("\n" + comparison_markdown(summaries))
+    evals = load_evals(result)
+    if evals:
+        typer.echo("\n" + comparison_markdown(evals))
 
 
 @app.command()

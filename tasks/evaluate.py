@@ -42,38 +42,72 @@ def build_eval(cfg: ev.EvalConfig, label: str, ckpt: ArtifactRef, world_ref: Art
                 **{f"pass@1/{r['family']}": r["pass@1"] for r in table}}
 
 
-def comparison_markdown(summaries: dict[str, list[dict]]) -> str:
-    """pass@1 [95% CI], format rate and mean length of every evaluated checkpoint, per family."""
-    labels = list(summaries)
-    families = [r["family"] for r in next(iter(summaries.values()))]
-    head = "| family | " + " | ".join(f"{lb} pass@1 [95% CI] | {lb} format | {lb} len" for lb in labels) + " |\n"
-    head += "|---|" + "---|---|---|" * len(labels) + "\n"
-    body = ""
-    for fam in families:
-        cells = []
+def _per_problem(samples: list[dict], family: str) -> dict[str, list[bool]]:
+    out: dict[str, list[bool]] = {}
+    for r in samples:
+        if r["family"] == family or (family == ev.REASONING_ALL and r["kind"] == "reasoning"):
+            out.setdefault(r["problem_id"], []).append(bool(r["correct"]))
+    return out
+
+
+def comparison_rows(evals: dict[str, dict]) -> list[dict]:
+    """One row per (family, checkpoint): pass@1 with its interval, format, length, and, for every
+    checkpoint after the first (the base), the paired difference to the first with its 95% interval."""
+    labels = list(evals)
+    first = labels[0]
+    rows = []
+    for r0 in evals[first]["summary"]:
+        fam = r0["family"]
         for lb in labels:
-            r = next((x for x in summaries[lb] if x["family"] == fam), None)
-            cells.append("- | - | -" if r is None else
-                         f"{r['pass@1']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['format_rate']:.2f} | "
-                         f"{r['mean_length']:.1f}")
-        body += f"| {fam} | " + " | ".join(cells) + " |\n"
-    return f"# Held-out evaluation, all checkpoints\n\n{head}{body}"
+            r = next((x for x in evals[lb]["summary"] if x["family"] == fam), None)
+            if r is None:
+                continue
+            row = {"family": fam, "checkpoint": lb, "pass@1": r["pass@1"], "ci_low": r["ci_low"],
+                   "ci_high": r["ci_high"], "format_rate": r["format_rate"], "mean_length": r["mean_length"],
+                   "delta": None, "delta_low": None, "delta_high": None}
+            if lb != first:
+                d, lo, hi, _ = metrics.paired_diff_ci(_per_problem(evals[lb]["samples"], fam),
+                                                      _per_problem(evals[first]["samples"], fam))
+                row |= {"delta": d, "delta_low": lo, "delta_high": hi}
+            rows.append(row)
+    return rows
 
 
-def load_summaries(refs: dict[str, ArtifactRef | str]) -> dict[str, list[dict]]:
+def comparison_markdown(evals: dict[str, dict]) -> str:
+    """pass@1 [95% CI], format rate and mean length of every evaluated checkpoint, per family, and
+    each later checkpoint's paired pass@1 difference to the first (the base model)."""
+    labels = list(evals)
+    first = labels[0]
+    head = "| family | checkpoint | pass@1 [95% CI] | vs " + first + " [95% CI] | format | mean len |\n" \
+           "|---|---|---|---|---|---|\n"
+    body = ""
+    for r in comparison_rows(evals):
+        delta = "-" if r["delta"] is None else (
+            f"{r['delta']:+.3f} [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]"
+            + (" **up**" if r["delta_low"] > 0 else " **down**" if r["delta_high"] < 0 else ""))
+        body += (f"| {r['family']} | {r['checkpoint']} | {r['pass@1']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                 f"| {delta} | {r['format_rate']:.2f} | {r['mean_length']:.1f} |\n")
+    return (f"# Held-out evaluation, all checkpoints\n\n{head}{body}\n"
+            f"'vs {first}': paired difference in pass@1 over the same problems; **up**/**down** when its 95% "
+            "bootstrap interval excludes 0.\n")
+
+
+def load_evals(refs: dict[str, ArtifactRef | str]) -> dict[str, dict]:
+    """{checkpoint label: {"summary": rows, "samples": rows}} for every `evaluate:<label>` in refs."""
     out = {}
     for name, ref in refs.items():
         if name.startswith("evaluate:"):
-            path = ref.path if isinstance(ref, ArtifactRef) else ref
-            out[name.split(":", 1)[1]] = read_rows(Path(path) / "summary.parquet", "eval_summary")
+            path = Path(ref.path if isinstance(ref, ArtifactRef) else ref)
+            out[name.split(":", 1)[1]] = {"summary": read_rows(path / "summary.parquet", "eval_summary"),
+                                          "samples": read_rows(path / "samples.parquet", "eval_samples")}
     return out
 
 
 def publish_comparison(refs: dict[str, ArtifactRef]) -> None:
-    summaries = load_summaries(refs)
-    if summaries:
-        publish_markdown("r1flow-eval-comparison", comparison_markdown(summaries),
-                         "Held-out pass@1 of every checkpoint of this run")
+    evals = load_evals(refs)
+    if evals:
+        publish_markdown("r1flow-eval-comparison", comparison_markdown(evals),
+                         "Held-out pass@1 of every checkpoint of this run, and the change from the base")
 
 
 @task(name="evaluate", cache_policy=NONE)

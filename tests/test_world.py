@@ -123,3 +123,17 @@ def test_metrics_against_hand_computed_values():
     lo, hi = metrics.bootstrap_ci(correct, n_boot=2000)
     assert 0 <= lo <= metrics.pass_at_1(correct) <= hi <= 1
     assert metrics.bootstrap_ci([[True]] * 5) == (1.0, 1.0)
+
+
+def test_paired_difference_interval():
+    base = {f"q{i}": [False, False] for i in range(40)}
+    same = dict(base)
+    better = {k: [True, i % 2 == 0] for i, k in enumerate(base)}
+    d, lo, hi, n = metrics.paired_diff_ci(better, base)
+    assert n == 40 and d == pytest.approx(0.75) and 0 < lo <= d <= hi
+    assert metrics.paired_diff_ci(same, base)[:3] == (0.0, 0.0, 0.0)
+    # pairing: only shared problems count; a problem-level shift that is all noise straddles 0
+    noisy = {k: [i % 2 == 0] * 2 for i, k in enumerate(base)}
+    flip = {k: [i % 2 == 1] * 2 for i, k in enumerate(base)}
+    d, lo, hi, _ = metrics.paired_diff_ci(noisy, flip | {"extra": [True]})
+    assert d == 0.0 and lo < 0 < hi
