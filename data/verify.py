@@ -112,13 +112,16 @@ def verify(answer: str | None, row: dict) -> bool | None:
     return canon == " ".join(row["answer"].split())
 
 
-_FORMAT = re.compile(r"^\s*<think>(?:(?!<think>|</think>|<answer>|</answer>).)*</think>\s*"
-                     r"<answer>(?:(?!<think>|</think>|<answer>|</answer>).)*</answer>\s*$", re.S)
+_FORMAT = re.compile(r"^\s*<think>((?:(?!<think>|</think>|<answer>|</answer>).)*)</think>\s*"
+                     r"<answer>((?:(?!<think>|</think>|<answer>|</answer>).)*)</answer>\s*$", re.S)
 
 
 def format_ok(completion: str) -> bool:
-    """Exactly `<think> ... </think> <answer> ... </answer>` (R1-Zero's format), nothing around it."""
-    return bool(_FORMAT.match(completion.split(EOS)[0]))
+    """Exactly `<think> ... </think> <answer> ... </answer>` (R1-Zero's format), nothing around it, and
+    neither block empty: an empty think or answer block puts no reasoning or answer in the tags, and
+    scoring it as formatted lets RL collapse to `<think></think><answer></answer>` (seen on the tiny recipe)."""
+    m = _FORMAT.match(completion.split(EOS)[0])
+    return bool(m) and bool(m.group(1).strip()) and bool(m.group(2).strip())
 
 
 def reasoning_text(completion: str) -> str:

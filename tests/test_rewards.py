@@ -24,7 +24,8 @@ GOLDEN = [
     ("<think> 20 + 9 = 29. </think> <answer> 29", ADD, 0.0, 0.0),  # missing closing tag
     ("<think> 20 + 9 = 29. </think> <answer> 29 </answer> <answer> 29 </answer>", ADD, 0.0, 0.0),  # several answer tags
     ("<think> 20 + 9 = 29. </think> 29", ADD, 0.0, 0.0),  # answer outside the tags, no Answer: line
-    ("<think> 20 + 9 = 29. </think> <answer> </answer>", ADD, 0.0, 1.0),  # empty answer
+    ("<think> 20 + 9 = 29. </think> <answer> </answer>", ADD, 0.0, 0.0),  # empty answer
+    ("<think> </think> <answer> 29 </answer>", ADD, 1.0, 0.0),  # empty reasoning
     ("<think><think><answer></answer></think> <answer> 29 </answer>", ADD, 0.0, 0.0),  # tag spam
     ("20 + 9 = 29. Answer: 29", ADD, 1.0, 0.0),  # untagged base-model style: right, unformatted
     ("<answer> 29 </answer>", ADD, 1.0, 0.0),  # no reasoning block
