@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from r1flow.data.notation import dominant_notation
 from r1flow.data.rewards import REWARDS, RewardTimer, with_timeout
 from r1flow.data.templates import r1_zero_messages
 from r1flow.data.verify import reasoning_text
+from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 from r1flow.models.engine import EngineConfig, SamplingConfig, VLLMEngine
 
 
@@ -71,6 +73,13 @@ class GRPOStageConfig(BaseModel):
             raise ValueError(f"rewards: unknown reward(s) {sorted(unknown)}; known: {sorted(REWARDS)}")
         if not self.rewards:
             raise ValueError("rewards: at least one reward is needed")
+        bad = set(self.families) - set(REASONING_FAMILIES + INSTRUCTION_FAMILIES)
+        if bad or not self.families:
+            raise ValueError(f"families: unknown or empty {sorted(bad) or self.families}; "
+                             f"known: {list(REASONING_FAMILIES + INSTRUCTION_FAMILIES)}")
+        if self.max_completion_length >= self.engine.max_model_len:
+            raise ValueError(f"max_completion_length ({self.max_completion_length}) leaves no room for the prompt "
+                             f"in engine.max_model_len ({self.engine.max_model_len})")
         return self
 
 
@@ -283,8 +292,6 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
         reward_weights=[cfg.rewards[n] for n in names], logging_steps=1, save_strategy="steps",
         save_steps=cfg.checkpoint_every, report_to="none", use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
         disable_tqdm=True, log_completions=False, save_only_model=False)
-    import os
-
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = GRPOTrainer(model=model, reward_funcs=[recorded(n) for n in names], args=args, train_dataset=dataset,
                           processing_class=tok, rollout_func=rollout, callbacks=[Recorder()])

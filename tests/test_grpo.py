@@ -83,3 +83,27 @@ def test_grpo_killed_mid_run_resumes_from_checkpoint(smoke_run, tmp_path):
 def test_unknown_reward_is_a_config_error():
     with pytest.raises(ValueError, match="unknown reward"):
         GRPOStageConfig(rewards={"helpfulness_oracle": 1.0})
+
+
+def test_hanging_reward_is_cut_off_and_the_step_completes(smoke_run, tmp_path, monkeypatch):
+    import time
+
+    from r1flow.data import rewards
+
+    def hang(completions, **_):
+        time.sleep(60)
+        return [1.0] * len(completions)
+
+    monkeypatch.setitem(rewards.REWARDS, "hang", hang)
+    recipe, _, paths = smoke_run
+    rows = read_rows(f"{paths['world']}/rl.parquet", "prompts")
+    cfg = recipe.r1_zero.model_copy(update={"steps": 1, "reward_timeout_s": 1.0,
+                                            "rewards": {"accuracy": 1.0, "format": 1.0, "hang": 1.0}})
+    t = time.perf_counter()
+    run_grpo(cfg, paths["pretrain"], rows, tmp_path / "out", tmp_path / "work")
+    assert time.perf_counter() - t < 60  # the step did not wait for the hung verifier
+    metrics = pq.read_table(tmp_path / "out" / "r1flow" / "metrics.parquet").to_pylist()
+    assert [m["step"] for m in metrics] == [1] and metrics[0]["rl/reward_timeouts"] == 1
+    rollouts = pq.read_table(tmp_path / "out" / "r1flow" / "rollouts.parquet").to_pylist()
+    assert rollouts and all(r["reward/hang"] is None for r in rollouts)
+    assert all(r["reward/format"] is not None for r in rollouts)  # the other rewards still scored

@@ -37,6 +37,9 @@ def test_real_scale_recipe_matches_deepseek_v3_size():
     ("evaluate: {sampling: {top_p: 1.5}}", "evaluate.sampling.top_p"),
     ("pretrain: {import_from: ./no/such/model}", "pretrain.import_from: no such file or directory"),
     ("- just\n- a list", "a recipe is a mapping"),
+    ("r1_zero: {rewards: {accuracy: 1, helpful: 1}}", "r1_zero: Value error, rewards: unknown reward(s) ['helpful']"),
+    ("r1_zero: {families: [add, ad]}", "r1_zero: Value error, families: unknown or empty ['ad']"),
+    ("r1_zero: {max_completion_length: 600}", "leaves no room for the prompt in engine.max_model_len (512)"),
 ])
 def test_bad_recipes_name_file_and_field(tmp_path, text, fragment):
     p = tmp_path / "bad.yaml"
