@@ -62,6 +62,11 @@ class WorldConfig(BaseModel):
         0.05, ge=0, le=1,
         description="Share of chat documents whose answer uses <think>/<answer> tags. Small on "
                     "purpose: R1-Zero's format reward starts near 0 and RL has to raise it.")
+    tagged_worked_fraction: float = Field(
+        0.0, ge=0, le=1,
+        description="Share of worked solutions (outside the chat template) written with <think>/<answer> "
+                    "tags, as tagged text appears in web corpora. The base then reasons as well inside tags "
+                    "as without them, while under the R1-Zero template it still rarely uses them.")
     self_check_fraction: float = Field(0.3, ge=0, le=1, description="Worked solutions that verify their result.")
     mixed_notation_fraction: float = Field(
         0.05, ge=0, le=1, description="Worked solutions that switch notation midway (language mixing).")
@@ -318,7 +323,11 @@ def build_corpus(world: World, cfg: WorldConfig, split: str = "corpus", n_docs: 
         if kind == "bare":
             text = f"Problem: {p.question}\nAnswer: {ans}"
         elif kind == "worked":
-            text = f"Problem: {p.question}\nSolution: {' '.join(steps)}\nAnswer: {ans}"
+            # Draw only when the option is on, so corpora of recipes without it stay byte-identical.
+            if cfg.tagged_worked_fraction and rng.random() < cfg.tagged_worked_fraction:
+                text = f"Problem: {p.question}\nSolution: {tagged_response(' '.join(steps), ans)}"
+            else:
+                text = f"Problem: {p.question}\nSolution: {' '.join(steps)}\nAnswer: {ans}"
         else:  # chat, under the R1-Zero template; mostly untagged answers
             resp = (tagged_response(" ".join(steps), ans) if rng.random() < cfg.tagged_fraction
                     else f"{' '.join(steps)} Answer: {ans}")

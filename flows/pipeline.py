@@ -17,6 +17,7 @@ from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.recipe import Recipe
 from r1flow.tasks.common import log, publish_markdown
 from r1flow.tasks.evaluate import evaluate_task, publish_comparison
+from r1flow.tasks.plan import publish_plan
 from r1flow.tasks.pretrain import pretrain_task
 from r1flow.tasks.r1_zero import r1_zero_task
 from r1flow.tasks.tokenizer import tokenizer_task
@@ -77,6 +78,7 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
                                                                   refs["world"], root, opts.mode("evaluate"))
         publish_comparison(refs)
     publish_lineage(root, refs, recipe.name)
+    publish_plan(recipe, root, refs)
     for name, ref in refs.items():
         log(f"[r1flow] {name:<14} {ref.id[:12]}  {ref.path}")
     return refs

@@ -119,15 +119,6 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 1024, r
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def flops_per_token(m: MoEModelConfig, vocab: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x activated non-embedding params + head, plus causal attention
-    (fwd 2 x T/2 x H x (qk + v) per layer, x3 for fwd+bwd)."""
-    n = m.param_counts(vocab)["active_non_embedding"] + m.hidden_size * vocab
-    attn = 3 * m.num_hidden_layers * seq_len * m.num_attention_heads * (
-        m.qk_nope_head_dim + m.qk_rope_head_dim + m.v_head_dim)
-    return 6 * n + attn
-
-
 # ---- model --------------------------------------------------------------------------------------
 class Trainable(nn.Module):
     """The causal LM plus its MTP modules, so one DDP wrapper all-reduces both."""
@@ -244,7 +235,7 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
     probe = RouterProbe(model, keep_logits=cfg.balance_loss_alpha > 0)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     peak = matmul_peak_flops(device, torch.bfloat16 if use_bf16 else torch.float32)
-    fpt = flops_per_token(cfg.model, len(tok), cfg.seq_len)
+    fpt = cfg.model.train_flops_per_token(len(tok), cfg.seq_len)
     vocab = len(tok)
     gen = torch.Generator().manual_seed(cfg.seed)
     epoch_len = len(rows) // (cfg.batch_size * world)

@@ -5,6 +5,7 @@
     r1flow validate --recipe configs/tiny.yaml
     r1flow artifacts ls | r1flow artifacts show ID
     r1flow lineage ID
+    r1flow plan --recipe configs/deepseek_r1.yaml [--references]
 """
 
 from __future__ import annotations
@@ -122,6 +123,28 @@ def lineage(art_id: str, store: str = STORE,
         typer.echo(to_mermaid(st.ancestry(art_id)) if mermaid else tree(st, art_id))
     except ArtifactError as e:
         _fail(str(e), 1)
+
+
+@app.command()
+def plan(recipe: Path = RECIPE, store: str = STORE,
+         references: bool = typer.Option(False, "--references",
+                                         help="Also reproduce DeepSeek-V3's and Llama-3.1-405B's published budgets.")) -> None:
+    """Estimate a recipe's compute, memory, GPU-hours and dollars before running it; after a run, show
+    the estimate next to each stage's measured wall time."""
+    from r1flow.recipe import RecipeError, load_recipe
+    from r1flow.tasks.plan import latest_refs, plan_markdown
+
+    try:
+        rec = load_recipe(recipe, {"store": store} if store else None)
+    except RecipeError as e:
+        _fail(str(e))
+    st = _store(rec.store_root()) if Path(rec.store_root()).exists() else None
+    refs = latest_refs(st, rec) if st else None
+    typer.echo(plan_markdown(rec, refs, st))
+    if references:
+        from r1flow.models.plan import format_references
+
+        typer.echo("\n" + format_references())
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from r1flow.data.world import WorldConfig
 from r1flow.models.evaluate import EvalConfig
 from r1flow.models.grpo import GRPOStageConfig
+from r1flow.models.plan import PlanConfig
 from r1flow.models.pretrain import PretrainConfig
 from r1flow.models.tokenizer import TokenizerConfig
 
@@ -40,6 +41,8 @@ class Recipe(BaseModel):
     r1_zero: GRPOStageConfig = Field(default_factory=GRPOStageConfig,
                                      description="Stage 2: R1-Zero, GRPO from the base with rule rewards.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation.")
+    plan: PlanConfig = Field(default_factory=PlanConfig,
+                             description="Hardware and cost assumptions of `r1flow plan`; changes no artifact.")
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":

@@ -108,6 +108,7 @@ def test_stage_summaries_are_prefect_artifacts(smoke_run):
     arts = asyncio.run(keys())
     for k in ("r1flow-world-summary", "r1flow-tokenizer-summary", "r1flow-pretrain-summary",
               "r1flow-evaluate-summary", "r1flow-eval-base", "r1flow-lineage", "r1flow-pretrain-report",
-              "r1flow-r1-zero-summary", "r1flow-r1-zero-curves", "r1flow-eval-r1-zero", "r1flow-eval-comparison"):
+              "r1flow-r1-zero-summary", "r1flow-r1-zero-curves", "r1flow-eval-r1-zero", "r1flow-eval-comparison",
+              "r1flow-plan"):
         assert k in arts, sorted(arts)
     assert "```mermaid" in arts["r1flow-lineage"].data

@@ -102,6 +102,19 @@ class MoEModelConfig(BaseModel):
         active = emb + norms + self.num_hidden_layers * attn + n_dense * dense_ffn + n_moe * moe_active
         return {"total": total, "active": active, "active_non_embedding": active - emb}
 
+    def train_flops_per_token(self, vocab_size: int, seq_len: int) -> float:
+        """Training FLOPs per token: 6 x (activated non-embedding params + head), plus causal attention
+        (fwd 2 x T/2 x H x (qk + v) per layer, x3 for forward and backward)."""
+        n = self.param_counts(vocab_size)["active_non_embedding"] + self.hidden_size * vocab_size
+        attn = 3 * self.num_hidden_layers * seq_len * self.num_attention_heads * (
+            self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
+        return 6 * n + attn
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        """KV-cache bytes one token holds across all layers: MLA caches the compressed latent plus the
+        decoupled RoPE key (V3 report sec. 2.1.1), not per-head keys and values."""
+        return self.num_hidden_layers * (self.kv_lora_rank + self.qk_rope_head_dim) * dtype_bytes
+
 
 FLAVORS: dict[str, MoEModelConfig] = {
     # Unit tests: seconds to build and run.

@@ -1,0 +1,308 @@
+"""Compute and cost planner: what a recipe will cost before anything runs.
+
+Counts, per stage: parameters (total and activated per token), training FLOPs (6 x activated
+parameters x tokens plus causal attention, `train_flops_per_token` of the model config), rollout
+generation FLOPs (2 x activated parameters per generated or prefilled token), memory per GPU for
+weights, gradients, optimizer state and the rollout KV cache, GPU-hours at a stated MFU (or at a
+measured throughput), wall hours on the planned GPUs and dollars at a stated hourly price.
+
+`REFERENCES` reproduces two published training budgets from their own inputs (DeepSeek-V3's
+2.788M H800 GPU-hours, Llama-3.1-405B's 30.84M H100 GPU-hours); tests/test_plan.py holds both
+within 5%. This module does not run or time anything except, for `gpu: cpu`, one matmul probe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from r1flow.models.deepseek_v3.config import FLAVORS as MOE_FLAVORS
+from r1flow.models.deepseek_v3.config import MoEModelConfig
+from r1flow.models.dense import FLAVORS as DENSE_FLAVORS
+from r1flow.models.dense import DenseModelConfig
+
+ModelShape = MoEModelConfig | DenseModelConfig
+
+# Dense BF16 tensor-core peak (no sparsity) and memory, from the vendors' spec sheets. The H800 is
+# the H100 SXM with reduced NVLink bandwidth: the same FLOP rate (DeepSeek-V3 report sec. 3.1).
+GPUS: dict[str, tuple[float, float]] = {
+    "A100": (312e12, 80), "H100": (989e12, 80), "H800": (989e12, 80), "H200": (989e12, 141),
+    "B200": (2250e12, 180),
+}
+
+
+class PlanConfig(BaseModel):
+    """Hardware and efficiency assumptions of `r1flow plan`. Nothing here changes what a stage computes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: Literal["A100", "H100", "H800", "H200", "B200", "cpu"] = Field(
+        "H100", description="Accelerator type; `cpu` measures this machine's matmul rate instead of a spec sheet.")
+    gpus: int = Field(8, ge=1, description="Accelerators the run is spread over (wall hours = GPU-hours / gpus).")
+    peak_tflops: float | None = Field(None, gt=0, description="Override of the dense BF16 peak per accelerator.")
+    mfu: float = Field(0.35, gt=0, le=1, description="Model FLOPs utilisation of training steps.")
+    rollout_mfu: float = Field(
+        0.05, gt=0, le=1, description="MFU of generation; decoding is memory-bound, so far below training's.")
+    gpu_hours_per_trillion_tokens: float | None = Field(
+        None, gt=0, description="Measured pretraining throughput at pretrain.seq_len; replaces `mfu` for "
+                                "pretraining (other sequence lengths scale by FLOPs per token).")
+    goodput: float = Field(
+        1.0, gt=0, le=1, description="Share of reserved GPU time spent in useful steps (failures, restarts, "
+                                     "checkpointing take the rest; Llama 3 reports >90%).")
+    price_per_gpu_hour: float = Field(2.0, ge=0, description="Dollars per GPU-hour (DeepSeek-V3 report: $2, H800).")
+    prompt_tokens: int = Field(128, ge=1, description="Mean prompt length in tokens of RL and evaluation prompts.")
+    completion_fill: float = Field(
+        0.5, gt=0, le=1, description="Expected mean completion length as a share of the stage's maximum.")
+    weight_bytes: int = Field(2, ge=1, description="Bytes per parameter of the training weights (bf16: 2).")
+    grad_bytes: int = Field(4, ge=1, description="Bytes per parameter of the gradients (fp32 accumulation: 4).")
+    optimizer_bytes: int = Field(
+        12, ge=0, description="Bytes per parameter of optimizer state: fp32 master + two AdamW moments = 12 "
+                              "(DeepSeek-V3 keeps the moments in bf16: 8).")
+    kv_bytes: int = Field(2, ge=1, description="Bytes per cached key/value element (bf16: 2, fp8: 1).")
+    shard_training_state: bool = Field(
+        True, description="FSDP/ZeRO-3: weights, gradients and optimizer state are split over all gpus.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PlanConfig":
+        if self.gpu == "cpu" and self.gpus != 1:
+            raise ValueError(f"gpu=cpu plans one machine; got gpus={self.gpus}")
+        return self
+
+    def peak_flops(self) -> float:
+        if self.peak_tflops:
+            return self.peak_tflops * 1e12
+        if self.gpu == "cpu":
+            import torch
+
+            from r1flow.models.pretrain import matmul_peak_flops
+
+            return matmul_peak_flops(torch.device("cpu"), torch.float32)
+        return GPUS[self.gpu][0]
+
+
+@dataclass
+class StageEstimate:
+    stage: str
+    tokens: float  # tokens processed (trained, or generated + prefilled)
+    flops: float
+    gpu_hours: float
+    gpus: int
+    price_per_gpu_hour: float
+    memory_gib: dict[str, float] = field(default_factory=dict)  # per GPU
+    detail: str = ""
+
+    @property
+    def wall_hours(self) -> float:
+        return self.gpu_hours / self.gpus
+
+    @property
+    def dollars(self) -> float:
+        return self.gpu_hours * self.price_per_gpu_hour
+
+
+def _hours(flops: float, plan: PlanConfig, mfu: float, peak: float) -> float:
+    return flops / (peak * mfu * plan.goodput) / 3600
+
+
+def training_memory_gib(params_total: int, plan: PlanConfig) -> dict[str, float]:
+    shards = plan.gpus if plan.shard_training_state else 1
+    gib = 2**30
+    return {"weights": params_total * plan.weight_bytes / shards / gib,
+            "grads": params_total * plan.grad_bytes / shards / gib,
+            "optimizer": params_total * plan.optimizer_bytes / shards / gib}
+
+
+def pretrain_estimate(model: ModelShape, vocab: int, tokens: float, seq_len: int, plan: PlanConfig,
+                      peak: float, stage: str = "pretrain", measured_seq_len: int | None = None) -> StageEstimate:
+    """Training on `tokens` tokens at `seq_len`. With a measured throughput the hours scale by this
+    stage's FLOPs per token over the FLOPs per token at `measured_seq_len` (default: `seq_len`)."""
+    fpt = model.train_flops_per_token(vocab, seq_len)
+    flops = fpt * tokens
+    if plan.gpu_hours_per_trillion_tokens:
+        return StageEstimate(stage, tokens, flops, plan.gpu_hours_per_trillion_tokens * tokens / 1e12 * fpt
+                             / model.train_flops_per_token(vocab, measured_seq_len or seq_len), plan.gpus,
+                             plan.price_per_gpu_hour,
+                             training_memory_gib(model.param_counts(vocab)["total"], plan),
+                             f"{plan.gpu_hours_per_trillion_tokens:,.0f} GPU-h per 1T tokens (measured)")
+    return StageEstimate(stage, tokens, flops, _hours(flops, plan, plan.mfu, peak), plan.gpus,
+                         plan.price_per_gpu_hour, training_memory_gib(model.param_counts(vocab)["total"], plan),
+                         f"MFU {plan.mfu:.0%}")
+
+
+def rl_estimate(model: ModelShape, vocab: int, steps: int, sequences_per_step: int, max_completion: int,
+                beta: float, plan: PlanConfig, peak: float, stage: str) -> StageEstimate:
+    """GRPO: per step, generate `sequences_per_step` completions (prefill + decode at `rollout_mfu`), then
+    one policy forward+backward over them and, when beta > 0, a reference-model forward (at `mfu`)."""
+    completion = max_completion * plan.completion_fill
+    seq = plan.prompt_tokens + completion
+    tokens = steps * sequences_per_step * seq
+    n_active = model.param_counts(vocab)["active"]
+    gen = 2 * n_active * tokens
+    fpt = model.train_flops_per_token(vocab, int(seq))
+    train = fpt * tokens * (1 + (1 / 3 if beta > 0 else 0))  # reference forward = a third of fwd+bwd
+    kv = sequences_per_step * (plan.prompt_tokens + max_completion) * model.kv_bytes_per_token(plan.kv_bytes)
+    mem = training_memory_gib(model.param_counts(vocab)["total"], plan) | {"kv_cache": kv / plan.gpus / 2**30}
+    hours = _hours(gen, plan, plan.rollout_mfu, peak) + _hours(train, plan, plan.mfu, peak)
+    return StageEstimate(stage, tokens, gen + train, hours, plan.gpus, plan.price_per_gpu_hour, mem,
+                         f"generation {gen:.2e} FLOPs at MFU {plan.rollout_mfu:.0%}, "
+                         f"training {train:.2e} at {plan.mfu:.0%}")
+
+
+def generation_estimate(model: ModelShape, vocab: int, sequences: int, max_tokens: int, plan: PlanConfig,
+                        peak: float, stage: str) -> StageEstimate:
+    tokens = sequences * (plan.prompt_tokens + max_tokens * plan.completion_fill)
+    flops = 2 * model.param_counts(vocab)["active"] * tokens
+    kv = min(sequences, 256) * (plan.prompt_tokens + max_tokens) * model.kv_bytes_per_token(plan.kv_bytes)
+    mem = {"weights": model.param_counts(vocab)["total"] * plan.weight_bytes / plan.gpus / 2**30,
+           "kv_cache": kv / plan.gpus / 2**30}
+    return StageEstimate(stage, tokens, flops, _hours(flops, plan, plan.rollout_mfu, peak), plan.gpus,
+                         plan.price_per_gpu_hour, mem, f"MFU {plan.rollout_mfu:.0%}")
+
+
+def plan_recipe(recipe, peak: float | None = None) -> dict:
+    """Every stage of `recipe` (an r1flow.recipe.Recipe) that costs compute, with parameter counts."""
+    from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
+
+    plan: PlanConfig = recipe.plan
+    peak = peak or plan.peak_flops()
+    model, vocab = recipe.pretrain.model, recipe.tokenizer.vocab_size
+    pc = model.param_counts(vocab)
+    stages: list[StageEstimate] = []
+    if recipe.pretrain.import_from is None:
+        p = recipe.pretrain
+        stages.append(pretrain_estimate(model, vocab, p.steps * p.batch_size * p.nproc * p.seq_len, p.seq_len,
+                                        plan, peak))
+    rz = recipe.r1_zero
+    stages.append(rl_estimate(model, vocab, rz.steps, rz.prompts_per_step * rz.num_generations,
+                              rz.max_completion_length, rz.beta, plan, peak, "r1_zero"))
+    ev = recipe.evaluate
+    fams = ev.families or REASONING_FAMILIES + INSTRUCTION_FAMILIES
+    n_ckpt = 2  # evaluate scores the base and R1-Zero
+    stages.append(generation_estimate(model, vocab, n_ckpt * len(fams) * ev.max_per_family * ev.sampling.n,
+                                      ev.sampling.max_tokens, plan, peak, "evaluate"))
+    return {"params_total": pc["total"], "params_active": pc["active"], "peak_flops": peak, "stages": stages}
+
+
+# ---- published budgets the planner must reproduce ----------------------------------------------
+@dataclass
+class Phase:
+    name: str
+    tokens: float
+    seq_len: int
+    mfu: float | None = None  # None: use the reference's measured throughput
+
+
+@dataclass
+class Reference:
+    name: str
+    model: ModelShape
+    vocab: int
+    plan: PlanConfig
+    measured_seq_len: int
+    phases: list[Phase]
+    published_gpu_hours: float
+    published_dollars: float | None
+    source: str
+    left_out: str
+
+
+REFERENCES: list[Reference] = [
+    Reference(
+        "DeepSeek-V3 (671B MoE, 37B activated)", MOE_FLAVORS["v3_671b"], 129280,
+        PlanConfig(gpu="H800", gpus=2048, gpu_hours_per_trillion_tokens=180_000, price_per_gpu_hour=2.0,
+                   optimizer_bytes=8),
+        4096,
+        [Phase("pre-training", 14.8e12, 4096),
+         # Sec. 4.3: two extension phases of 1000 steps, 32K x 1920 and 128K x 480 sequences.
+         Phase("context extension 32K", 1000 * 1920 * 32768, 32768),
+         Phase("context extension 128K", 1000 * 480 * 131072, 131072)],
+        2.788e6, 5.576e6,
+        "DeepSeek-V3 technical report (arXiv 2412.19437), Table 1 and sec. 1: 180K H800 GPU-hours per "
+        "trillion tokens; 2664K pre-training + 119K context extension + 5K post-training = 2788K; $2/GPU-h",
+        "post-training (5K GPU-h): its token counts are not published"),
+    Reference(
+        "Llama-3.1-405B (dense)", DENSE_FLAVORS["llama3_405b"], 128256,
+        PlanConfig(gpu="H100", gpus=16384, goodput=0.9, price_per_gpu_hour=2.0),
+        8192,
+        # Sec. 3.4: 15.6T tokens in all, ~800B of them in six long-context stages from 8K to 128K
+        # (taken here at their mean length, 64K). Table 4: BF16 MFU 41% at 8K and 38% at 128K on 16K GPUs.
+        [Phase("initial pre-training", 15.6e12 - 0.8e12, 8192, mfu=0.41),
+         Phase("long-context pre-training", 0.8e12, 65536, mfu=0.38)],
+        30.84e6, None,
+        "Llama 3 paper (arXiv 2407.21783) sec. 3.3-3.4 and Table 4; 30.84M H100 GPU-hours from the "
+        "Llama 3.1 model card; goodput 0.9 from the paper's '>90% effective training time'",
+        "annealing (40M tokens) and post-training"),
+]
+
+
+def reproduce(ref: Reference) -> dict:
+    """Planner estimate of a published budget: per phase and in total, with the relative error."""
+    peak = ref.plan.peak_flops()
+    phases = []
+    for ph in ref.phases:
+        plan = ref.plan.model_copy(update={"mfu": ph.mfu}) if ph.mfu else ref.plan
+        phases.append(pretrain_estimate(ref.model, ref.vocab, ph.tokens, ph.seq_len, plan, peak, ph.name,
+                                        ref.measured_seq_len))
+    hours = sum(p.gpu_hours for p in phases)
+    dollars = sum(p.dollars for p in phases)
+    return {"name": ref.name, "phases": phases, "gpu_hours": hours, "dollars": dollars,
+            "published_gpu_hours": ref.published_gpu_hours, "published_dollars": ref.published_dollars,
+            "rel_error_hours": hours / ref.published_gpu_hours - 1,
+            "rel_error_dollars": dollars / ref.published_dollars - 1 if ref.published_dollars else None}
+
+
+def _fmt(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def format_plan(name: str, result: dict, plan: PlanConfig, measured_s: dict[str, float] | None = None) -> str:
+    """Markdown: one row per stage; with `measured_s`, the measured seconds next to the estimate."""
+    lines = [f"# Plan: {name}",
+             f"Parameters: {_fmt(result['params_total'])} total, {_fmt(result['params_active'])} activated per "
+             f"token. Hardware: {plan.gpus} x {plan.gpu} at {result['peak_flops'] / 1e12:.3g} TFLOP/s peak, "
+             f"${plan.price_per_gpu_hour}/GPU-h, goodput {plan.goodput:.0%}.", "",
+             "| stage | tokens | FLOPs | GPU-hours | wall | $ | memory/GPU (GiB) | basis |"
+             + (" measured wall | estimate/measured |" if measured_s is not None else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if measured_s is not None else "")]
+    cap = GPUS.get(plan.gpu, (0, None))[1]
+    for s in result["stages"]:
+        mem = ", ".join(f"{k} {v:.3g}" for k, v in s.memory_gib.items())
+        if cap and sum(s.memory_gib.values()) > cap:
+            mem += f" (**{sum(s.memory_gib.values()):.0f} > {cap:.0f} GiB: needs more GPUs or sharding**)"
+        row = (f"| {s.stage} | {_fmt(s.tokens)} | {s.flops:.3g} | {s.gpu_hours:.4g} | {_wall(s.wall_hours * 3600)} "
+               f"| {s.dollars:,.2f} | {mem} | {s.detail} |")
+        if measured_s is not None:
+            m = measured_s.get(s.stage)
+            row += (f" {_wall(m)} | {s.wall_hours * 3600 / m:.2f} |" if m else " not run | |")
+        lines.append(row)
+    tot = sum(s.gpu_hours for s in result["stages"])
+    lines += ["", f"Total: {tot:.4g} GPU-hours, ${tot * plan.price_per_gpu_hour:,.2f}."]
+    return "\n".join(lines)
+
+
+def format_references() -> str:
+    lines = ["# Published training budgets, reproduced by the planner", "",
+             "| run | planner GPU-hours | published | error | planner $ | published $ | left out |",
+             "|---|---|---|---|---|---|---|"]
+    for ref in REFERENCES:
+        r = reproduce(ref)
+        pub_d = f"{r['published_dollars'] / 1e6:.3f}M" if r["published_dollars"] else "-"
+        lines.append(f"| {r['name']} | {r['gpu_hours'] / 1e6:.3f}M | {r['published_gpu_hours'] / 1e6:.3f}M | "
+                     f"{r['rel_error_hours']:+.1%} | {r['dollars'] / 1e6:.3f}M | {pub_d} | {ref.left_out} |")
+    lines += [""] + [f"- {ref.name}: {ref.source}." for ref in REFERENCES]
+    return "\n".join(lines)
+
+
+def _wall(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

@@ -1,0 +1,117 @@
+"""The compute/cost planner against published budgets and exact parameter counts.
+
+    .venv/bin/python -m pytest -q tests/test_plan.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from r1flow.models import plan
+from r1flow.models.deepseek_v3.config import FLAVORS as MOE
+from r1flow.models.dense import FLAVORS as DENSE
+from r1flow.models.dense import DenseModelConfig
+from r1flow.recipe import RecipeError, load_recipe
+
+
+@pytest.mark.parametrize("ref", plan.REFERENCES, ids=lambda r: r.name.split(" ")[0])
+def test_planner_reproduces_published_budgets_within_5_percent(ref):
+    r = plan.reproduce(ref)
+    assert abs(r["rel_error_hours"]) < 0.05, r
+    if ref.published_dollars:
+        assert abs(r["rel_error_dollars"]) < 0.05, r
+
+
+def test_deepseek_v3_pretraining_row_is_the_reports():
+    # Table 1: 2664K GPU-hours of pre-training = 14.8T tokens x 180K GPU-hours per trillion.
+    r = plan.reproduce(plan.REFERENCES[0])
+    assert r["phases"][0].gpu_hours == pytest.approx(2.664e6, rel=1e-3)
+    # Longer sequences cost more per token (attention), so the extension phases cost more than
+    # their token share: 126B tokens at 4K would be 22.6K GPU-hours.
+    assert sum(p.gpu_hours for p in r["phases"][1:]) > 1.5 * 0.1258e12 * 180_000 / 1e12
+
+
+def test_v3_parameter_counts():
+    counts = MOE["v3_671b"].param_counts(vocab_size=129280)
+    assert counts["total"] == pytest.approx(671e9, rel=0.01)
+    assert counts["active"] == pytest.approx(37e9, rel=0.03)
+    assert DENSE["llama3_405b"].param_counts(128256)["total"] == pytest.approx(405e9, rel=0.01)
+
+
+@pytest.mark.parametrize("cfg", [DENSE["debug"], DenseModelConfig(arch="qwen2", hidden_size=64, num_hidden_layers=2,
+                                                                   num_attention_heads=4, num_key_value_heads=2,
+                                                                   intermediate_size=96, tie_word_embeddings=True)],
+                         ids=["llama", "qwen2-tied"])
+def test_dense_param_count_matches_transformers(cfg):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(cfg.to_hf(vocab_size=300, bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    assert cfg.param_counts(300)["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_moe_param_count_matches_transformers():
+    from transformers import AutoModelForCausalLM
+
+    cfg = MOE["debug"]
+    model = AutoModelForCausalLM.from_config(cfg.to_hf(vocab_size=300, bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    assert cfg.param_counts(300)["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_flops_per_token_matches_a_profiled_forward():
+    """6N is a count of matmul FLOPs: check the forward third of it (2N + attention / 3) against
+    torch's FLOP counter on a real forward of the dense debug model."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM
+
+    cfg, vocab, T = DENSE["debug"], 300, 128
+    model = AutoModelForCausalLM.from_config(cfg.to_hf(vocab_size=vocab, bos_token_id=1, eos_token_id=2,
+                                                       pad_token_id=0), attn_implementation="eager")
+    with FlopCounterMode(display=False) as fc:
+        model(torch.randint(3, vocab, (1, T)))
+    # The eager attention computes the full T x T score matrix (no causal saving): 2x our causal count.
+    causal_attn_fwd = cfg.num_hidden_layers * T * cfg.num_attention_heads * 2 * cfg.head_width
+    fwd_per_token = cfg.train_flops_per_token(vocab, T) / 3 + causal_attn_fwd
+    assert fc.get_total_flops() / T == pytest.approx(fwd_per_token, rel=0.02)
+
+
+def test_memory_warning_when_the_state_does_not_fit():
+    recipe = load_recipe("configs/deepseek_r1.yaml", {"plan.gpus": 8})
+    text = plan.format_plan("x", plan.plan_recipe(recipe), recipe.plan)
+    assert "needs more GPUs or sharding" in text
+    recipe = load_recipe("configs/deepseek_r1.yaml")
+    assert "needs more GPUs" not in plan.format_plan("x", plan.plan_recipe(recipe), recipe.plan)
+
+
+def test_plan_config_errors_name_the_field(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("plan: {gpu: cpu, gpus: 4}\n")
+    with pytest.raises(RecipeError, match="gpu=cpu plans one machine; got gpus=4"):
+        load_recipe(p)
+    p.write_text("plan: {gpu: TPU}\n")
+    with pytest.raises(RecipeError, match="plan.gpu"):
+        load_recipe(p)
+
+
+def test_plan_after_a_run_shows_estimate_next_to_measured(smoke_run):
+    from r1flow.data.store import ArtifactStore
+    from r1flow.tasks.plan import latest_refs, plan_markdown
+
+    recipe, store_root, _ = smoke_run
+    store = ArtifactStore(str(store_root))
+    refs = latest_refs(store, recipe)
+    assert {"pretrain", "r1_zero", "evaluate:base", "evaluate:r1_zero"} <= set(refs)
+    text = plan_markdown(recipe, refs, store)
+    for stage in ("pretrain", "r1_zero", "evaluate"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {stage} |"))
+        assert "not run" not in row and float(row.rstrip(" |").split("|")[-1]) > 0
+
+
+def test_cli_plan_prints_the_recipe_and_the_references():
+    out = subprocess.run([sys.executable, "-m", "r1flow.cli", "plan", "--recipe", "configs/deepseek_r1.yaml",
+                          "--references"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| pretrain |" in out.stdout and "DeepSeek-V3 (671B MoE" in out.stdout and "Llama-3.1-405B" in out.stdout
