@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from r1flow.data.store import ArtifactRef, ArtifactStore
-from r1flow.models import plots, pretrain as pt
+from r1flow.models import fp8, plots, pretrain as pt
 from r1flow.models.deepseek_v3 import balancing, config as mcfg, mtp
 from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
 
@@ -107,4 +107,4 @@ def pretrain_task(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: Artif
             train(cfg, world_ref, tok_ref, out, summary, work)
 
     return run_stage(ArtifactStore(store_root), stage="pretrain", kind="checkpoint", config=cfg,
-                     parents=[world_ref, tok_ref], modules=[pt, mcfg, balancing, mtp, plots], build=build, mode=mode)
+                     parents=[world_ref, tok_ref], modules=[pt, mcfg, balancing, mtp, plots, fp8], build=build, mode=mode)

@@ -1,0 +1,108 @@
+"""FP8 (E4M3, DeepSeek-V3 fine-grained scaling) emulation against float32.
+
+    .venv/bin/python -m pytest -q tests/test_fp8.py
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from r1flow.data import world
+from r1flow.models import fp8
+from r1flow.models.pretrain import PretrainConfig, build_model, pretrain
+from r1flow.models.tokenizer import TokenizerConfig, train_tokenizer
+
+DEBUG_MODEL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, q_lora_rank=64,
+                   intermediate_size=256, moe_intermediate_size=128, n_routed_experts=4, n_group=2, topk_group=1,
+                   num_experts_per_tok=2, max_position_embeddings=256)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def test_qdq_error_is_e4m3_rounding_within_each_tile():
+    torch.manual_seed(0)
+    x = torch.randn(256, 384) * torch.logspace(-3, 3, 384)  # channels of very different magnitude
+    for tile in [(1, 128), (128, 128), (128, 1)]:
+        q = fp8.qdq(x, tile)
+        blocks = x.reshape(256 // tile[0], tile[0], 384 // tile[1], tile[1])
+        scale = (blocks.abs().amax(dim=(1, 3), keepdim=True) / fp8.E4M3_MAX).expand_as(blocks).reshape(256, 384)
+        # E4M3 keeps 3 mantissa bits: a normal value rounds within 2^-4 of itself; values below the
+        # smallest normal (2^-6 in scaled units) round to a multiple of 2^-9 (the subnormal step).
+        err = (q - x).abs()
+        assert torch.all(err <= torch.maximum(x.abs() * 2**-4, scale * 2**-10) * (1 + 1e-6))
+    # Per-tile scaling is what keeps small channels: one per-tensor scale flushes them to zero.
+    small = x[:, :64]  # magnitudes 1e-3 to 1e-2
+    assert _rel(fp8.qdq(x, (1, 128))[:, :64], small) < 0.05
+    per_tensor = (x / (x.abs().max() / fp8.E4M3_MAX)).to(torch.float8_e4m3fn).float() * (x.abs().max() / fp8.E4M3_MAX)
+    assert _rel(per_tensor[:, :64], small) > 0.5
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fp8")
+    cfg = world.WorldConfig(corpus_docs=1500)
+    w = world.World(cfg)
+    pq.write_table(pa.Table.from_pylist(world.build_corpus(w, cfg)), d / "corpus.parquet")
+    pq.write_table(pa.Table.from_pylist(world.build_corpus(w, cfg, split="eval", n_docs=200)), d / "heldout.parquet")
+    train_tokenizer([r["text"] for r in world.build_corpus(w, cfg)], TokenizerConfig(vocab_size=400)).save_pretrained(d / "tok")
+    return d
+
+
+def _cfg(**kw) -> PretrainConfig:
+    base = dict(model=DEBUG_MODEL, steps=120, seq_len=128, batch_size=8, warmup_steps=10, lr=3e-3, log_every=10,
+                checkpoint_every=1000, mtp_depth=1)
+    return PretrainConfig(**(base | kw))
+
+
+def test_emulated_forward_backward_close_to_float32(data):
+    """Every linear of the decoder goes through FP8 (outputs change), the head and routers do not,
+    and logits and gradients stay within a few percent of float32."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(data / "tok"))
+    model = build_model(_cfg(), tok, torch.device("cpu"))
+    ids = torch.randint(5, len(tok), (4, 96))
+
+    def run(ctx):
+        model.zero_grad()
+        with ctx:
+            out = model(ids, labels=ids)
+        out.loss.backward()
+        return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_logits, ref_grads = run(torch.enable_grad())
+    keep = fp8.high_precision_params(model)
+    assert len(keep) == 1 + sum(1 for m in model.modules() if type(m).__name__.endswith("TopkRouter"))
+    logits, grads = run(fp8.emulate(keep))
+    assert 1e-3 < _rel(logits, ref_logits) < 0.1  # measured 0.069 (~3.5% per quantized GEMM, chained)
+    rels = {n: _rel(grads[n], ref_grads[n]) for n in ref_grads if ref_grads[n].norm() > 0}
+    print("largest gradient errors", sorted(rels.items(), key=lambda kv: -kv[1])[:3])
+    assert np.median(list(rels.values())) < 0.15 and max(rels.values()) < 0.3, sorted(rels.items(), key=lambda kv: -kv[1])[:5]
+    # Excluding every weight turns the mode into a no-op: the same numbers bit for bit.
+    same, _ = run(fp8.emulate([p for p in model.parameters()]))
+    assert torch.equal(same, ref_logits)
+
+
+def test_fp8_pretraining_tracks_the_float32_loss_curve(data, tmp_path):
+    """A short pretraining run in FP8 emulation against the same run in float32 (same seed, data
+    order). The V3 report keeps the relative loss error below 0.25% at scale (a 16B and a 230B model
+    over ~1T tokens). On this 2-layer, 120-step toy, where one 128-wide tile spans the whole hidden
+    size, the measured error is larger: 3.0% on the mean loss of the last 40 steps, 4.7% on the
+    held-out loss. The stated tolerance is 5% and 7%."""
+    runs = {}
+    for prec in ("fp32", "fp8"):
+        summary = pretrain(_cfg(precision=prec), data / "corpus.parquet", data / "heldout.parquet", data / "tok",
+                           tmp_path / prec, tmp_path / f"{prec}-work")
+        hist = pq.read_table(tmp_path / prec / "r1flow" / "metrics.parquet").to_pandas()
+        runs[prec] = (hist["train/loss"].to_numpy(), summary["heldout_loss"])
+    tail32, tail8 = runs["fp32"][0][-40:].mean(), runs["fp8"][0][-40:].mean()
+    rel_train = abs(tail8 - tail32) / tail32
+    rel_held = abs(runs["fp8"][1] - runs["fp32"][1]) / runs["fp32"][1]
+    assert not np.allclose(runs["fp32"][0], runs["fp8"][0])  # the emulation did something
+    assert rel_train < 0.05 and rel_held < 0.07, (rel_train, rel_held, tail32, tail8)
