@@ -65,6 +65,10 @@ def run(recipe: Path = RECIPE,
     evals = load_evals(result)
     if evals:
         typer.echo("\n" + comparison_markdown(evals))
+    from r1flow.tasks.plan import plan_markdown
+
+    st = _store(rec.store_root())
+    typer.echo("\n" + plan_markdown(rec, {k: st.ref(Path(p).name) for k, p in result.items()}, st))
 
 
 @app.command()
