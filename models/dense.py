@@ -29,7 +29,7 @@ class DenseModelConfig(BaseModel):
     tie_word_embeddings: bool = Field(False, description="Share input embedding and output head.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DenseModelConfig":
+    def _check(self) -> DenseModelConfig:
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                              f"num_key_value_heads={self.num_key_value_heads}")

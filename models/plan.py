@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from r1flow.models.deepseek_v3.config import FLAVORS as MOE_FLAVORS
 from r1flow.models.deepseek_v3.config import MoEModelConfig
 from r1flow.models.dense import FLAVORS as DENSE_FLAVORS
@@ -65,7 +64,7 @@ class PlanConfig(BaseModel):
         True, description="FSDP/ZeRO-3: weights, gradients and optimizer state are split over all gpus.")
 
     @model_validator(mode="after")
-    def _check(self) -> "PlanConfig":
+    def _check(self) -> PlanConfig:
         if self.gpu == "cpu" and self.gpus != 1:
             raise ValueError(f"gpu=cpu plans one machine; got gpus={self.gpus}")
         return self
@@ -75,7 +74,6 @@ class PlanConfig(BaseModel):
             return self.peak_tflops * 1e12
         if self.gpu == "cpu":
             import torch
-
             from r1flow.models.pretrain import matmul_peak_flops
 
             return matmul_peak_flops(torch.device("cpu"), torch.float32)
@@ -154,6 +152,7 @@ def generation_estimate(model: ModelShape, vocab: int, sequences: int, max_token
                         peak: float, stage: str) -> StageEstimate:
     tokens = sequences * (plan.prompt_tokens + max_tokens * plan.completion_fill)
     flops = 2 * model.param_counts(vocab)["active"] * tokens
+    # vLLM batches at most max_num_seqs (default 256) sequences at once: that bounds the live KV cache.
     kv = min(sequences, 256) * (plan.prompt_tokens + max_tokens) * model.kv_bytes_per_token(plan.kv_bytes)
     mem = {"weights": model.param_counts(vocab)["total"] * plan.weight_bytes / plan.gpus / 2**30,
            "kv_cache": kv / plan.gpus / 2**30}
@@ -161,8 +160,9 @@ def generation_estimate(model: ModelShape, vocab: int, sequences: int, max_token
                          plan.price_per_gpu_hour, mem, f"MFU {plan.rollout_mfu:.0%}")
 
 
-def plan_recipe(recipe, peak: float | None = None) -> dict:
-    """Every stage of `recipe` (an r1flow.recipe.Recipe) that costs compute, with parameter counts."""
+def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int = 2) -> dict:
+    """Every stage of `recipe` (an r1flow.recipe.Recipe) that costs compute, with parameter counts.
+    Evaluation is counted once per checkpoint it scores (today the base and R1-Zero)."""
     from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 
     plan: PlanConfig = recipe.plan
@@ -179,8 +179,7 @@ def plan_recipe(recipe, peak: float | None = None) -> dict:
                               rz.max_completion_length, rz.beta, plan, peak, "r1_zero"))
     ev = recipe.evaluate
     fams = ev.families or REASONING_FAMILIES + INSTRUCTION_FAMILIES
-    n_ckpt = 2  # evaluate scores the base and R1-Zero
-    stages.append(generation_estimate(model, vocab, n_ckpt * len(fams) * ev.max_per_family * ev.sampling.n,
+    stages.append(generation_estimate(model, vocab, evaluated_checkpoints * len(fams) * ev.max_per_family * ev.sampling.n,
                                       ev.sampling.max_tokens, plan, peak, "evaluate"))
     return {"params_total": pc["total"], "params_active": pc["active"], "peak_flops": peak, "stages": stages}
 
@@ -263,9 +262,9 @@ def _fmt(x: float) -> str:
 def format_plan(name: str, result: dict, plan: PlanConfig, measured_s: dict[str, float] | None = None) -> str:
     """Markdown: one row per stage; with `measured_s`, the measured seconds next to the estimate."""
     lines = [f"# Plan: {name}",
-             f"Parameters: {_fmt(result['params_total'])} total, {_fmt(result['params_active'])} activated per "
-             f"token. Hardware: {plan.gpus} x {plan.gpu} at {result['peak_flops'] / 1e12:.3g} TFLOP/s peak, "
-             f"${plan.price_per_gpu_hour}/GPU-h, goodput {plan.goodput:.0%}.", "",
+             (f"Parameters: {_fmt(result['params_total'])} total, {_fmt(result['params_active'])} activated per "
+              f"token. Hardware: {plan.gpus} x {plan.gpu} at {result['peak_flops'] / 1e12:.3g} TFLOP/s peak, "
+              f"${plan.price_per_gpu_hour}/GPU-h, goodput {plan.goodput:.0%}."), "",
              "| stage | tokens | FLOPs | GPU-hours | wall | $ | memory/GPU (GiB) | basis |"
              + (" measured wall | estimate/measured |" if measured_s is not None else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|---|" if measured_s is not None else "")]

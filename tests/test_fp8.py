@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from r1flow.data import world
 from r1flow.models import fp8
 from r1flow.models.pretrain import PretrainConfig, build_model, pretrain

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 import torch
-
 from r1flow.models import plan
 from r1flow.models.deepseek_v3.config import FLAVORS as MOE
 from r1flow.models.dense import FLAVORS as DENSE
 from r1flow.models.dense import DenseModelConfig
+
 from r1flow.recipe import RecipeError, load_recipe
 
 

@@ -66,6 +66,16 @@ def test_corpus_is_deterministic_and_mixed(small):
     assert 0 < tagged < 0.2 * chat  # format starts rare: R1-Zero must learn it
 
 
+def test_tagged_worked_solutions_are_an_opt_in_share(small):
+    cfg, w = small
+    off = world.build_corpus(w, cfg)
+    on = world.build_corpus(w, cfg.model_copy(update={"tagged_worked_fraction": 0.5}))
+    worked_on = [r["text"] for r in on if r["doc_kind"] == "worked"]
+    n_tagged = sum("\nSolution: <think> " in t and t.endswith("</answer>") for t in worked_on)
+    assert 0.35 * len(worked_on) < n_tagged < 0.65 * len(worked_on)
+    assert not any("<think>" in r["text"] for r in off if r["doc_kind"] == "worked")
+
+
 def test_gold_answers_verify_in_both_notations(small):
     cfg, w = small
     rows = world.build_prompt_sets(w, cfg)["eval"]
