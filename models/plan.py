@@ -277,7 +277,7 @@ def format_plan(name: str, result: dict, plan: PlanConfig, measured_s: dict[str,
                f"| {s.dollars:,.2f} | {mem} | {s.detail} |")
         if measured_s is not None:
             m = measured_s.get(s.stage)
-            row += (f" {_wall(m)} | {s.wall_hours * 3600 / m:.2f} |" if m else " not run | |")
+            row += (f" {_wall(m)} | {s.wall_hours * 3600 / m:.3g} |" if m else " not run | |")
         lines.append(row)
     tot = sum(s.gpu_hours for s in result["stages"])
     lines += ["", f"Total: {tot:.4g} GPU-hours, ${tot * plan.price_per_gpu_hour:,.2f}."]

@@ -98,16 +98,24 @@ def test_plan_config_errors_name_the_field(tmp_path):
 
 def test_plan_after_a_run_shows_estimate_next_to_measured(smoke_run):
     from r1flow.data.store import ArtifactStore
-    from r1flow.tasks.plan import latest_refs, plan_markdown
+    from r1flow.tasks.plan import latest_refs, measured_seconds, plan_markdown
 
     recipe, store_root, _ = smoke_run
+    recipe = recipe.model_copy(update={"plan": plan.PlanConfig(gpu="cpu", gpus=1, peak_tflops=0.2)})
     store = ArtifactStore(str(store_root))
     refs = latest_refs(store, recipe)
     assert {"pretrain", "r1_zero", "evaluate:base", "evaluate:r1_zero"} <= set(refs)
+    measured = measured_seconds(store, refs)
+    # evaluate's time is the sum over the checkpoints it scored, each from its own manifest.
+    assert measured["evaluate"] == pytest.approx(sum(store.manifest(refs[k].id).summary["seconds"]
+                                                     for k in ("evaluate:base", "evaluate:r1_zero")))
+    estimates = {e.stage: e.wall_hours * 3600 for e in plan.plan_recipe(recipe)["stages"]}
     text = plan_markdown(recipe, refs, store)
     for stage in ("pretrain", "r1_zero", "evaluate"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {stage} |"))
-        assert "not run" not in row and float(row.rstrip(" |").split("|")[-1]) > 0
+        assert "not run" not in row
+        ratio = float(row.rstrip(" |").split("|")[-1])
+        assert ratio == pytest.approx(estimates[stage] / measured[stage], rel=0.01), row
 
 
 def test_cli_plan_prints_the_recipe_and_the_references():
