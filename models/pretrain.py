@@ -31,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from r1flow.models import fp8
 from r1flow.models.deepseek_v3.balancing import (RouterProbe, load_imbalance, sequence_balance_loss,
                                                  update_bias)
-from r1flow.models import fp8
 from r1flow.models.deepseek_v3.config import MoEModelConfig
 from r1flow.models.deepseek_v3.mtp import MultiTokenPrediction
 
@@ -67,8 +67,8 @@ class PretrainConfig(BaseModel):
     nproc: int = Field(1, ge=1, description="Processes; >1 launches torchrun (DDP, gloo on CPU).")
     precision: str = Field(
         "auto", pattern="^(auto|fp32|bf16|fp8)$",
-        description="auto: bf16 on GPU, fp32 on CPU. fp8: DeepSeek-V3's E4M3 GEMMs with 1x128/128x128 scaling "
-                    "(models/fp8.py), emulated by quantize-dequantize on CPU.")
+        description="auto: bf16 on GPU, fp32 on CPU. fp8: DeepSeek-V3's E4M3 GEMMs with 1x128/128x128 "
+                    "scaling (models/fp8.py), emulated by quantize-dequantize on CPU.")
     heldout_max_rows: int = Field(64, ge=1, description="Packed held-out rows for the held-out loss.")
 
     @model_validator(mode="after")
@@ -241,7 +241,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     if cfg.precision == "fp8" and device.type == "cuda":
         # TODO(issue 8): real FP8 GEMMs on GPU through torchao's float8 training; not wired yet.
-        raise NotImplementedError("pretrain.precision: fp8 runs as CPU emulation only so far; use bf16 on GPU")
+        raise NotImplementedError("pretrain.precision: fp8 runs as CPU emulation only so far; "
+                                  "use bf16 on GPU")
     fp8_keep = fp8.high_precision_params(model) if cfg.precision == "fp8" else None
     peak = matmul_peak_flops(device, torch.bfloat16 if use_bf16 else torch.float32)
     fpt = cfg.model.train_flops_per_token(len(tok), cfg.seq_len)

@@ -30,3 +30,23 @@ def smoke_run(tmp_path_factory, prefect_harness):
     recipe = load_recipe("configs/smoke.yaml", {"store": str(store)})
     paths = pipeline(recipe=recipe)
     return recipe, store, paths
+
+
+@pytest.fixture(scope="session")
+def pretrain_data(tmp_path_factory):
+    """(corpus, held-out, tokenizer dir) of a small task world: the positional inputs of
+    `models.pretrain.pretrain`, shared by the pretraining and FP8 tests."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from r1flow.data import world
+    from r1flow.models.tokenizer import TokenizerConfig, train_tokenizer
+
+    d = tmp_path_factory.mktemp("pretrain-data")
+    cfg = world.WorldConfig(corpus_docs=1500)
+    w = world.World(cfg)
+    pq.write_table(pa.Table.from_pylist(world.build_corpus(w, cfg)), d / "corpus.parquet")
+    pq.write_table(pa.Table.from_pylist(world.build_corpus(w, cfg, split="eval", n_docs=200)), d / "heldout.parquet")
+    train_tokenizer([r["text"] for r in world.build_corpus(w, cfg)],
+                    TokenizerConfig(vocab_size=400)).save_pretrained(d / "tok")
+    return d / "corpus.parquet", d / "heldout.parquet", d / "tok"

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from r1flow.data import world
 from r1flow.models.deepseek_v3.balancing import RouterProbe, sequence_balance_loss
 from r1flow.models.pretrain import PretrainConfig, build_model, pretrain
-from r1flow.models.tokenizer import TokenizerConfig, train_tokenizer
 
 DEBUG_MODEL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, q_lora_rank=32, intermediate_size=128,
                    moe_intermediate_size=32, n_routed_experts=8, n_group=2, topk_group=1, num_experts_per_tok=2,
                    max_position_embeddings=256)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pt")
-    cfg = world.WorldConfig(corpus_docs=1500)
-    w = world.World(cfg)
-    pq.write_table(pa.Table.from_pylist(world.build_corpus(w, cfg)), d / "corpus.parquet")
-    pq.write_table(pa.Table.from_pylist(world.build_corpus(w, cfg, split="eval", n_docs=200)), d / "heldout.parquet")
-    train_tokenizer([r["text"] for r in world.build_corpus(w, cfg)], TokenizerConfig(vocab_size=400)).save_pretrained(d / "tok")
-    return d
 
 
 def _cfg(**kw) -> PretrainConfig:
@@ -35,15 +21,15 @@ def _cfg(**kw) -> PretrainConfig:
     return PretrainConfig(**(base | kw))
 
 
-def _train(data, tmp_path, name, **kw):
+def _train(pretrain_data, tmp_path, name, **kw):
     out = tmp_path / name
-    return pretrain(_cfg(**kw), data / "corpus.parquet", data / "heldout.parquet", data / "tok", out,
+    return pretrain(_cfg(**kw), *pretrain_data, out,
                     tmp_path / f"{name}-work"), out
 
 
-def test_bias_update_moves_biases_and_balances_load(data, tmp_path):
-    on, out_on = _train(data, tmp_path, "on", bias_update_gamma=0.02, steps=60)
-    off, out_off = _train(data, tmp_path, "off", bias_update_gamma=0.0, steps=60)
+def test_bias_update_moves_biases_and_balances_load(pretrain_data, tmp_path):
+    on, out_on = _train(pretrain_data, tmp_path, "on", bias_update_gamma=0.02, steps=60)
+    off, out_off = _train(pretrain_data, tmp_path, "off", bias_update_gamma=0.0, steps=60)
     bias_on = [v for k, v in load_file(str(out_on / "model.safetensors")).items() if "e_score_correction_bias" in k]
     bias_off = [v for k, v in load_file(str(out_off / "model.safetensors")).items() if "e_score_correction_bias" in k]
     assert bias_on and all(b.abs().sum() > 0 for b in bias_on)
@@ -53,10 +39,10 @@ def test_bias_update_moves_biases_and_balances_load(data, tmp_path):
     assert (out_on / "r1flow" / "expert_load.png").stat().st_size > 1000
 
 
-def test_sequence_balance_loss_matches_reference(data):
+def test_sequence_balance_loss_matches_reference(pretrain_data):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(data / "tok"))
+    tok = AutoTokenizer.from_pretrained(str(pretrain_data[2]))
     model = build_model(_cfg(), tok, torch.device("cpu"))
     probe = RouterProbe(model, keep_logits=True)
     ids = torch.randint(0, len(tok), (3, 17))
@@ -82,10 +68,10 @@ def test_sequence_balance_loss_matches_reference(data):
     assert any(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for _, m in probe.routers)
 
 
-def test_mtp_trains_and_is_dropped_on_export(data, tmp_path):
+def test_mtp_trains_and_is_dropped_on_export(pretrain_data, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    summary, out = _train(data, tmp_path, "mtp", mtp_depth=1, steps=12)
+    summary, out = _train(pretrain_data, tmp_path, "mtp", mtp_depth=1, steps=12)
     keys = load_file(str(out / "model.safetensors")).keys()
     assert not any("mtp" in k or "modules_" in k for k in keys)
     model = AutoModelForCausalLM.from_pretrained(str(out))
@@ -94,8 +80,8 @@ def test_mtp_trains_and_is_dropped_on_export(data, tmp_path):
     assert hist["train/mtp_loss"][-1] < hist["train/mtp_loss"][0]
 
 
-def test_crashed_run_resumes_from_checkpoint_and_matches(data, tmp_path):
-    ref, out_ref = _train(data, tmp_path, "ref", steps=12, checkpoint_every=4, log_every=1)
+def test_crashed_run_resumes_from_checkpoint_and_matches(pretrain_data, tmp_path):
+    ref, out_ref = _train(pretrain_data, tmp_path, "ref", steps=12, checkpoint_every=4, log_every=1)
     calls = []
 
     def crash(rec):
@@ -105,12 +91,12 @@ def test_crashed_run_resumes_from_checkpoint_and_matches(data, tmp_path):
 
     work = tmp_path / "crash-work"
     with pytest.raises(KeyboardInterrupt):
-        pretrain(_cfg(steps=12, checkpoint_every=4, log_every=1), data / "corpus.parquet", data / "heldout.parquet",
-                 data / "tok", tmp_path / "crash", work, on_log=crash)
+        pretrain(_cfg(steps=12, checkpoint_every=4, log_every=1), *pretrain_data, tmp_path / "crash", work,
+                 on_log=crash)
     assert (work / "ckpt" / "state.json").exists() and not (tmp_path / "crash").exists()
     calls.clear()
-    pretrain(_cfg(steps=12, checkpoint_every=4, log_every=1), data / "corpus.parquet", data / "heldout.parquet",
-             data / "tok", tmp_path / "crash", work, on_log=lambda r: calls.append(r["step"]))
+    pretrain(_cfg(steps=12, checkpoint_every=4, log_every=1), *pretrain_data, tmp_path / "crash", work,
+             on_log=lambda r: calls.append(r["step"]))
     assert calls[0] == 5  # resumed after the step-4 checkpoint, not from scratch
     a = load_file(str(out_ref / "model.safetensors"))
     b = load_file(str(tmp_path / "crash" / "model.safetensors"))
@@ -118,7 +104,7 @@ def test_crashed_run_resumes_from_checkpoint_and_matches(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_gloo(data, tmp_path):
+def test_torchrun_two_processes_gloo(pretrain_data, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from r1flow.tasks.pretrain import run_torchrun
@@ -126,6 +112,6 @@ def test_torchrun_two_processes_gloo(data, tmp_path):
     cfg = _cfg(steps=6, nproc=2, log_every=2)
     work = tmp_path / "work"
     work.mkdir()
-    summary = run_torchrun(cfg, data / "corpus.parquet", data / "heldout.parquet", data / "tok", tmp_path / "out", work)
+    summary = run_torchrun(cfg, *pretrain_data, tmp_path / "out", work)
     assert summary["world_size"] == 2 and summary["tokens"] == 6 * 8 * 128 * 2
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
