@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import torch
 
 from r1flow.models import fp8
@@ -46,13 +47,19 @@ def _cfg(**kw) -> PretrainConfig:
 
 
 def test_emulated_forward_backward_close_to_float32(pretrain_data):
-    """Every linear of the decoder goes through FP8 (outputs change), the head and routers do not,
-    and logits and gradients stay within a few percent of float32."""
+    """Every linear of the decoder goes through FP8 (outputs change), routed experts included, the
+    head and routers do not, and logits and gradients stay within a few percent of float32."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(pretrain_data[2]))
     model = build_model(_cfg(), tok, torch.device("cpu"))
     ids = torch.randint(5, len(tok), (4, 96))
+    keep = fp8.high_precision_params(model)
+    assert len(keep) == 1 + sum(1 for m in model.modules() if type(m).__name__.endswith("TopkRouter"))
+    # transformers' default grouped-GEMM experts would bypass the mode: it refuses them.
+    with pytest.raises(RuntimeError, match="grouped GEMM"), fp8.FP8Linears(keep):
+        model(ids)
+    fp8.use_per_expert_linears(model)
 
     def run(ctx):
         model.zero_grad()
@@ -62,15 +69,21 @@ def test_emulated_forward_backward_close_to_float32(pretrain_data):
         return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     ref_logits, ref_grads = run(torch.enable_grad())
-    keep = fp8.high_precision_params(model)
-    assert len(keep) == 1 + sum(1 for m in model.modules() if type(m).__name__.endswith("TopkRouter"))
-    logits, grads = run(fp8.emulate(keep))
-    assert 1e-3 < _rel(logits, ref_logits) < 0.1  # measured 0.069 (~3.5% per quantized GEMM, chained)
+    mode = fp8.FP8Linears(keep)
+    logits, grads = run(mode)
+    # Exactly the head and the routers ran in high precision: 2 x tokens x d x (vocab + experts per MoE layer).
+    n_moe = DEBUG_MODEL["num_hidden_layers"] - 1
+    d, tokens = DEBUG_MODEL["hidden_size"], ids.numel()
+    assert mode.flops["high_precision"] == 2 * tokens * d * (len(tok) + n_moe * DEBUG_MODEL["n_routed_experts"])
+    assert mode.flops["fp8"] > 0
     rels = {n: _rel(grads[n], ref_grads[n]) for n in ref_grads if ref_grads[n].norm() > 0}
-    print("largest gradient errors", sorted(rels.items(), key=lambda kv: -kv[1])[:3])
+    print(f"logits error {_rel(logits, ref_logits):.3f}; largest gradient errors",
+          sorted(rels.items(), key=lambda kv: -kv[1])[:3])
+    assert 1e-3 < _rel(logits, ref_logits) < 0.1  # ~3.5% per quantized GEMM, chained
+    assert rels["model.layers.1.mlp.experts.gate_up_proj"] > 1e-3  # the routed experts are quantized too
     assert np.median(list(rels.values())) < 0.15 and max(rels.values()) < 0.3, sorted(rels.items(), key=lambda kv: -kv[1])[:5]
     # Excluding every weight turns the mode into a no-op: the same numbers bit for bit.
-    same, _ = run(fp8.emulate([p for p in model.parameters()]))
+    same, _ = run(fp8.FP8Linears([p for p in model.parameters()]))
     assert torch.equal(same, ref_logits)
 
 
@@ -78,8 +91,8 @@ def test_fp8_pretraining_tracks_the_float32_loss_curve(pretrain_data, tmp_path):
     """A short pretraining run in FP8 emulation against the same run in float32 (same seed, data
     order). The V3 report keeps the relative loss error below 0.25% at scale (a 16B and a 230B model
     over ~1T tokens). On this 2-layer, 120-step toy, where one 128-wide tile spans the whole hidden
-    size, the measured error is larger: 3.0% on the mean loss of the last 40 steps, 4.7% on the
-    held-out loss. The stated tolerance is 5% and 7%."""
+    size, the measured error is larger: 0.9% on the mean loss of the last 40 steps, 2.1% on the
+    held-out loss (routed experts in FP8 too). The stated tolerance is 2% and 4%."""
     runs = {}
     for prec in ("fp32", "fp8"):
         summary = pretrain(_cfg(precision=prec), *pretrain_data,
@@ -89,5 +102,6 @@ def test_fp8_pretraining_tracks_the_float32_loss_curve(pretrain_data, tmp_path):
     tail32, tail8 = runs["fp32"][0][-40:].mean(), runs["fp8"][0][-40:].mean()
     rel_train = abs(tail8 - tail32) / tail32
     rel_held = abs(runs["fp8"][1] - runs["fp32"][1]) / runs["fp32"][1]
+    print(f"relative loss error: train (last 40 steps) {rel_train:.2%}, held-out {rel_held:.2%}")
     assert not np.allclose(runs["fp32"][0], runs["fp8"][0])  # the emulation did something
-    assert rel_train < 0.05 and rel_held < 0.07, (rel_train, rel_held, tail32, tail8)
+    assert rel_train < 0.02 and rel_held < 0.04, (rel_train, rel_held, tail32, tail8)

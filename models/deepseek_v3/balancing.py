@@ -67,7 +67,8 @@ def update_bias(probe: RouterProbe, counts: torch.Tensor, gamma: float) -> None:
     gating weights come from the unbiased scores), exactly as the report prescribes."""
     for (_, router), load in zip(probe.routers, counts):
         delta = gamma * torch.sign(load.mean() - load)
-        router.e_score_correction_bias += delta.to(router.e_score_correction_bias.dtype)
+        bias = router.e_score_correction_bias
+        bias += delta.to(device=bias.device, dtype=bias.dtype)  # counts live on the CPU
 
 
 def sequence_balance_loss(probe: RouterProbe, batch: int, seq: int) -> torch.Tensor:

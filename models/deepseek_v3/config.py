@@ -123,6 +123,13 @@ FLAVORS: dict[str, MoEModelConfig] = {
                             topk_group=1, num_experts_per_tok=2, max_position_embeddings=256),
     # The CPU recipe.
     "tiny": MoEModelConfig(),
+    # DeepSeek-V3's shapes (MLA 512/64/128, fine-grained experts, sigmoid routing) at 321M total / 123M
+    # activated parameters with the tiny tokenizer: the one-GPU FP8 and MFU benchmarks (bench/).
+    "v3_300m": MoEModelConfig(hidden_size=1024, num_hidden_layers=8, num_attention_heads=8, q_lora_rank=384,
+                              kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128,
+                              intermediate_size=2816, moe_intermediate_size=768, n_routed_experts=16,
+                              n_shared_experts=1, num_experts_per_tok=4, n_group=4, topk_group=2,
+                              first_k_dense_replace=1, routed_scaling_factor=2.5, max_position_embeddings=4096),
     # DeepSeek-V3 (671B total, 37B activated), from the report's sec. 4.2 hyper-parameters.
     "v3_671b": MoEModelConfig(hidden_size=7168, num_hidden_layers=61, num_attention_heads=128, q_lora_rank=1536,
                               kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128,
