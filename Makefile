@@ -30,6 +30,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+serve: $(STAMP)
+	$(BIN)/r1flow serve --recipe $(RECIPE)
+
 ui: $(STAMP)
 	$(BIN)/prefect server start
 

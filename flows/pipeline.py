@@ -95,22 +95,39 @@ def publish_lineage(root: str, refs: dict[str, ArtifactRef], name: str) -> None:
                          "Artifacts of this run and their parents")
 
 
+def _recipe(recipe: Recipe, recipe_file: str | None) -> Recipe:
+    if recipe_file is None:
+        return recipe
+    from r1flow.recipe import load_recipe
+
+    return load_recipe(recipe_file)
+
+
 @flow(name="r1flow-pipeline", log_prints=True)
 def pipeline(recipe: Recipe = Recipe(), from_stage: StageName | None = None, until_stage: StageName | None = None,
-             force: list[StageName] | None = None) -> dict[str, str]:
-    """The DeepSeek-R1 recipe end to end. Returns stage -> artifact path."""
-    refs = run_dag(recipe, RunOptions(from_stage=from_stage, until_stage=until_stage, force=force or []))
+             force: list[StageName] | None = None, recipe_file: str | None = None) -> dict[str, str]:
+    """The DeepSeek-R1 recipe end to end. Returns stage -> artifact path. `recipe_file` (a YAML
+    path on the worker, e.g. configs/deepseek_r1.yaml in the GPU image) replaces `recipe`."""
+    refs = run_dag(_recipe(recipe, recipe_file),
+                   RunOptions(from_stage=from_stage, until_stage=until_stage, force=force or []))
     return {k: v.path for k, v in refs.items()}
 
 
 def _stage_flow(stage: StageName):
-    @flow(name=f"r1flow-{stage}", log_prints=True)
-    def stage_flow(recipe: Recipe = Recipe(), force: bool = False) -> dict[str, str]:
-        refs = run_dag(recipe, RunOptions(from_stage=stage, until_stage=stage, force=[stage] if force else []))
+    def stage_flow(recipe: Recipe = Recipe(), force: bool = False, recipe_file: str | None = None) -> dict[str, str]:
+        refs = run_dag(_recipe(recipe, recipe_file), RunOptions(from_stage=stage, until_stage=stage, force=[stage] if force else []))
         return {k: v.path for k, v in refs.items()}
 
     stage_flow.__doc__ = f"Run only the `{stage}` stage ({STAGES[stage][0]}); earlier stages must be cached."
-    return stage_flow
+    # Deployments import flows by module path (flows/deployments.py): the function's name must be the
+    # module attribute it is bound to below.
+    stage_flow.__name__ = stage_flow.__qualname__ = f"{stage}_flow"
+    return flow(name=f"r1flow-{stage}", log_prints=True)(stage_flow)
 
 
-STAGE_FLOWS = {s: _stage_flow(s) for s in STAGES}
+world_flow = _stage_flow("world")
+tokenizer_flow = _stage_flow("tokenizer")
+pretrain_flow = _stage_flow("pretrain")
+r1_zero_flow = _stage_flow("r1_zero")
+evaluate_flow = _stage_flow("evaluate")
+STAGE_FLOWS = {s: globals()[f"{s}_flow"] for s in STAGES}

@@ -1,6 +1,7 @@
 """`r1flow` command line: run the DAG, list stages, inspect artifacts and lineage.
 
     r1flow run --recipe configs/tiny.yaml [--from STAGE] [--until STAGE] [--force STAGE]
+    r1flow serve --recipe configs/tiny.yaml   # Prefect server + deployments + local worker
     r1flow stages
     r1flow validate --recipe configs/tiny.yaml
     r1flow artifacts ls | r1flow artifacts show ID
@@ -69,6 +70,23 @@ def run(recipe: Path = RECIPE,
 
     st = _store(rec.store_root())
     typer.echo("\n" + plan_markdown(rec, {k: st.ref(Path(p).name) for k, p in result.items()}, st))
+
+
+@app.command()
+def serve(recipe: Path = RECIPE,
+          host: str = typer.Option("127.0.0.1", help="Address the Prefect server listens on."),
+          port: int = typer.Option(4200, help="Port of the Prefect server and UI.")) -> None:
+    """Start a Prefect server (unless PREFECT_API_URL points at one), register the pipeline and stage
+    deployments of a recipe on a local process work pool, and run a worker until Ctrl-C."""
+    from r1flow.recipe import RecipeError, load_recipe
+
+    try:
+        rec = load_recipe(recipe)
+    except RecipeError as e:
+        _fail(str(e))
+    from r1flow.flows.deployments import serve as serve_all
+
+    serve_all(rec, recipe, host, port)
 
 
 @app.command()

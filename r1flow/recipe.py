@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from r1flow.data.world import WorldConfig
 from r1flow.models.evaluate import EvalConfig
@@ -26,6 +26,24 @@ DEFAULT_STORE = "./artifacts"
 
 class RecipeError(ValueError):
     """A recipe file that cannot be used; the message names the file and the field."""
+
+
+class ScheduleConfig(BaseModel):
+    """Retraining schedule of the pipeline deployment (`r1flow serve`); changes no artifact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(..., description="Cron expression, e.g. '0 3 * * 0' (Sundays at 03:00).")
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in.")
+    active: bool = Field(True, description="False registers the schedule paused; switch it on in the UI.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        CronSchedule(cron=v)  # Prefect's own check: the deployment would be refused otherwise
+        return v
 
 
 class Recipe(BaseModel):
@@ -43,6 +61,8 @@ class Recipe(BaseModel):
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation.")
     plan: PlanConfig = Field(default_factory=PlanConfig,
                              description="Hardware and cost assumptions of `r1flow plan`; changes no artifact.")
+    schedule: ScheduleConfig | None = Field(
+        None, description="Retraining schedule of the pipeline deployment (`r1flow serve`); changes no artifact.")
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":
