@@ -24,10 +24,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch, transformers, trl, vllm, prefect; print('r1flow env ok: torch', torch.__version__, 'vllm', vllm.__version__)"
 	@touch $@
 
+# Debian's headless browser for tests/test_ui.py, installed once (as root; otherwise say how).
+CHROMEDRIVER := /usr/bin/chromedriver
+$(CHROMEDRIVER):
+	@if [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver); \
+	else echo "tests/test_ui.py needs Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; fi
+
 run: $(STAMP)
 	$(BIN)/r1flow run --recipe $(RECIPE)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMEDRIVER)
 	$(BIN)/python -m pytest -q
 
 serve: $(STAMP)

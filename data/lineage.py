@@ -1,5 +1,9 @@
-"""Render artifact lineage from manifests: a Mermaid graph (Prefect's UI renders it in Markdown
-artifacts) and an indented tree for the terminal. Reads manifests only; never the payloads."""
+"""Render artifact lineage from manifests: a PNG graph and a Mermaid graph for Markdown artifacts,
+and an indented tree for the terminal. Reads manifests only; never the payloads.
+
+Prefect's UI (3.7) shows a Mermaid block as source text, not as a diagram, so the Markdown
+artifact leads with the same graph drawn as a PNG (inline, as a data URI); the Mermaid source stays
+below it for renderers that draw it (GitHub, most Markdown viewers)."""
 
 from __future__ import annotations
 
@@ -22,11 +26,57 @@ def mermaid(manifests: list[Manifest]) -> str:
     return "\n".join(lines)
 
 
+def graph_png(manifests: list[Manifest]) -> bytes:
+    """The lineage as a left-to-right PNG: one column per depth (longest path from a root)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_id = {m.id: m for m in manifests}
+    depth: dict[str, int] = {}
+
+    def d(i: str) -> int:
+        if i not in depth:
+            depth[i] = 1 + max((d(p) for p in by_id[i].parents if p in by_id), default=-1)
+        return depth[i]
+
+    cols: dict[int, list[Manifest]] = {}
+    for m in manifests:
+        cols.setdefault(d(m.id), []).append(m)
+    pos = {m.id: (x, -y) for x, col in cols.items() for y, m in enumerate(col)}
+    height = max(len(c) for c in cols.values())
+    fig, ax = plt.subplots(figsize=(2.6 * len(cols) + 0.5, 0.9 * height + 0.6))
+    for m in manifests:
+        for p in m.parents:
+            if p in pos:
+                span = pos[m.id][0] - pos[p][0]  # edges that skip columns arc over the ones between
+                ax.annotate("", xy=pos[m.id], xytext=pos[p], zorder=1,
+                            arrowprops={"arrowstyle": "-|>", "color": "#777", "shrinkA": 52, "shrinkB": 52,
+                                        "connectionstyle": f"arc3,rad={-0.12 * (span - 1)}"})
+    for m in manifests:
+        ax.text(*pos[m.id], f"{m.stage}\n{m.kind} {m.id[:12]}", ha="center", va="center", fontsize=8,
+                zorder=2, bbox={"boxstyle": "round", "fc": "#e8f0fe", "ec": "#4a6fa5"})
+    arc = max((pos[m.id][0] - pos[p][0] for m in manifests for p in m.parents if p in pos), default=1)
+    ax.set(xlim=(-0.6, len(cols) - 0.4), ylim=(-height + 0.4, 0.5 + 0.18 * arc))
+    ax.axis("off")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def mermaid_markdown(manifests: list[Manifest], title: str) -> str:
+    import base64
+
     rows = "\n".join(f"| {m.stage} | {m.kind} | `{m.id[:12]}` | {', '.join(f'`{p[:12]}`' for p in m.parents) or '-'} |"
                      for m in manifests)
-    return (f"# {title}\n\n```mermaid\n{mermaid(manifests)}\n```\n\n"
-            f"| stage | kind | artifact | parents |\n|---|---|---|---|\n{rows}\n")
+    png = base64.b64encode(graph_png(manifests)).decode()
+    return (f"# {title}\n\n![lineage graph](data:image/png;base64,{png})\n\n"
+            f"| stage | kind | artifact | parents |\n|---|---|---|---|\n{rows}\n\n"
+            f"Mermaid source:\n\n```mermaid\n{mermaid(manifests)}\n```\n")
 
 
 def tree(store: ArtifactStore, art_id: str) -> str:
