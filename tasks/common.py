@@ -75,7 +75,31 @@ def run_stage(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config: B
     assert ref is not None
     log(f"[{stage}] wrote artifact {ref.id[:12]} in {summary['seconds']:.1f}s: {ref.path}")
     publish_summary(stage, ref, store.manifest(ref.id).summary)
+    publish_asset(stage, kind, ref, parents)
     return ref
+
+
+def asset_uri(ref: ArtifactRef) -> str:
+    """An artifact's Prefect asset key: the URI of its content-addressed directory."""
+    return Path(ref.path).resolve().as_uri()
+
+
+def publish_asset(stage: str, kind: str, ref: ArtifactRef, parents: list[ArtifactRef]) -> None:
+    """Record the new artifact as a Prefect asset materialized from its parents' assets (the same
+    events a `@materialize` task emits; its key is only known once the content is hashed)."""
+    if not in_prefect():
+        return
+    from prefect.assets import Asset
+    from prefect.assets.core import AssetProperties
+    from prefect.context import AssetContext
+    from prefect.states import Completed
+
+    out = Asset(key=asset_uri(ref), properties=AssetProperties(
+        name=f"{stage} {ref.id[:12]}", description=f"r1flow {kind} artifact of stage {stage}"))
+    trc = TaskRunContext.get()
+    ctx = AssetContext(downstream_assets={out}, direct_asset_dependencies={Asset(key=asset_uri(p)) for p in parents},
+                       materialized_by="r1flow", task_run_id=trc.task_run.id if trc else None)
+    ctx.emit_events(Completed())
 
 
 def artifact_key(*parts: str) -> str:

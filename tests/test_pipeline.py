@@ -112,3 +112,28 @@ def test_stage_summaries_are_prefect_artifacts(smoke_run):
               "r1flow-plan"):
         assert k in arts, sorted(arts)
     assert "```mermaid" in arts["r1flow-lineage"].data
+
+
+def test_stages_record_their_artifacts_as_prefect_assets(smoke_run):
+    """Each stage that wrote an artifact emitted a Prefect asset materialization whose key is the
+    artifact directory's URI, with its parents' artifacts as upstream assets."""
+    import time
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    _, _, paths = smoke_run
+    uri = {stage: Path(p).resolve().as_uri() for stage, p in paths.items()}
+    deadline = time.monotonic() + 60
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(filter=EventFilter(event=EventNameFilter(
+                name=["prefect.asset.materialization.succeeded"])), limit=50)
+        got = {e.resource.id: {r.id for r in e.related if r.role == "asset"} for e in page.events}
+        if uri["r1_zero"] in got or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert {uri[s] for s in ("world", "tokenizer", "pretrain", "r1_zero")} <= set(got), sorted(got)
+    assert got[uri["pretrain"]] == {uri["world"], uri["tokenizer"]}
+    assert got[uri["r1_zero"]] == {uri["pretrain"], uri["world"]}
