@@ -24,6 +24,7 @@ from uuid import UUID
 
 from r1flow.flows.pipeline import STAGE_FLOWS, pipeline
 from r1flow.recipe import Recipe
+from r1flow.tasks.common import stop_process_group as stop
 
 POOL = "r1flow-local"
 
@@ -86,22 +87,6 @@ def start_worker(work_pool: str = POOL, env: dict | None = None, run_once: bool 
     flow runs it started)."""
     cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", work_pool, "--type", "process"]
     return subprocess.Popen(cmd + (["--run-once"] if run_once else []), env=env, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def serve(recipe: Recipe, recipe_path: Path, host: str = "127.0.0.1", port: int = 4200) -> None:

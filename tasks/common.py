@@ -9,7 +9,10 @@ fills a temporary directory that the store seals and renames into place.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,3 +151,20 @@ class Progress:
             from prefect.artifacts import update_progress_artifact
 
             update_progress_artifact(artifact_id=self.id, progress=100.0 * min(done, self.total) / self.total)
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the process group `proc` leads (started with start_new_session=True), then SIGKILL
+    what is left after `grace` seconds: no orphan keeps a port or a GPU."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

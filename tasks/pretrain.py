@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from prefect.cache_policies import NONE
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models import fp8, plots, pretrain as pt
 from r1flow.models.deepseek_v3 import balancing, config as mcfg, mtp
-from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
+from r1flow.tasks.common import Progress, log, publish_markdown, run_stage, stop_process_group
 
 
 def import_base(source: str, tokenizer_dir: Path, out: Path, summary: dict) -> None:
@@ -75,11 +74,7 @@ def run_torchrun(cfg: pt.PretrainConfig, corpus: Path, heldout: Path, tok: Path,
         rc = proc.wait()
     except BaseException:
         # Cancellation or crash of this task: take the whole process group (torchrun + workers) down.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc, grace=30)
         raise
     if rc != 0:
         raise RuntimeError(f"pretrain: torchrun exited with code {rc}")

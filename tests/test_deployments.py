@@ -33,6 +33,17 @@ def _wait(client, run_id, states: set[str], timeout: float):
     raise TimeoutError(f"flow run {run_id} not in {states} after {timeout:.0f} s (state {run.state})")
 
 
+def _run_to_completion(client, run_id, pool: str):
+    """A worker on `pool` until the run ends; the run must end COMPLETED."""
+    worker = start_worker(pool, env=_worker_env())
+    try:
+        run = _wait(client, run_id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=600)
+    finally:
+        stop(worker)
+    assert run.state.type.value == "COMPLETED", _logs(client, run_id)[-3000:]
+    return run
+
+
 def _logs(client, run_id) -> str:
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -62,12 +73,7 @@ def test_pipeline_deployment_runs_on_a_worker_and_its_artifacts_are_in_the_api(s
         assert [(s.schedule.cron, s.active) for s in pipe.schedules] == [("0 3 * * 0", False)]
 
         run = run_deployment(f"r1flow-pipeline/{recipe.name}", timeout=0)
-        worker = start_worker("r1flow-test-a", env=_worker_env())
-        try:
-            run = _wait(client, run.id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=600)
-        finally:
-            stop(worker)
-        assert run.state.type.value == "COMPLETED", _logs(client, run.id)[-3000:]
+        run = _run_to_completion(client, run.id, "r1flow-test-a")
         # Everything was cached by the session's smoke run: the worker reused it and wrote nothing new.
         assert {m.id for m in ArtifactStore(store_root).list()} == before
         arts = {a.key: a for a in client.read_artifacts(
@@ -111,12 +117,7 @@ def test_worker_killed_mid_run_then_retried_does_not_recompute_finished_stages(p
         # What the UI does: the lost run is marked crashed, then "Retry" puts it back in the queue.
         client.set_flow_run_state(run.id, Crashed(message="worker killed"), force=True)
         client.set_flow_run_state(run.id, AwaitingRetry(), force=True)
-        worker = start_worker("r1flow-test-b", env=_worker_env())
-        try:
-            run = _wait(client, run.id, {"COMPLETED", "FAILED", "CRASHED"}, timeout=600)
-        finally:
-            stop(worker)
-        assert run.state.type.value == "COMPLETED", _logs(client, run.id)[-3000:]
+        run = _run_to_completion(client, run.id, "r1flow-test-b")
         assert run.run_count == 2
     # The retry reused world and tokenizer (same artifacts, same creation times) and made pretrain.
     after = {m.stage: (m.id, m.created) for m in store.list()}
