@@ -10,6 +10,14 @@ Layout under the store root (default `./artifacts`, or `R1FLOW_STORE`, or the re
 An artifact's id is the sha256 of its payload (relative paths and file digests), so identical
 outputs share one directory whoever wrote them. Writes go to tmp/ and are renamed into place, so
 a crash never leaves a partial object. Every read re-hashes the files against the manifest.
+
+Shared storage: a shared filesystem path (NFS, Lustre, a Kubernetes volume) is a root like any other.
+An fsspec URL (`s3://bucket/r1flow`, `gs://...`, `memory://...`) makes the store a mirror: stages
+still read and write a local cache directory ($R1FLOW_CACHE or ~/.cache/r1flow/<url hash>), because
+transformers and vLLM load from local paths; each sealed artifact is uploaded with its manifest last
+(the manifest's presence marks a complete remote object) and then its index entry; a cache miss
+looks in the remote index and downloads the artifact, re-hashed against its manifest before use.
+Mid-stage work directories stay local.
 This module knows nothing about stages' contents or about Prefect.
 """
 
@@ -71,6 +79,8 @@ class ArtifactRef(BaseModel):
     path: str
     kind: ArtifactKind
     stage: str
+    uri: str | None = Field(None, description="Where the artifact lives for other machines: its remote URL "
+                                              "for an fsspec store, else the file URI of `path`.")
 
     def file(self, name: str) -> Path:
         return Path(self.path) / name
@@ -112,6 +122,23 @@ def _table_info(path: Path) -> TableInfo:
 
 class ArtifactStore:
     def __init__(self, root: str | Path):
+        root = str(root)
+        self.fs = None  # fsspec filesystem of a remote store
+        self.remote = ""  # its root path, as that filesystem spells it
+        self.url = ""
+        if root.startswith("file://"):
+            root = root[len("file://"):]
+        elif "://" in root:
+            import fsspec
+
+            self.url = root.rstrip("/")
+            try:
+                self.fs, self.remote = fsspec.core.url_to_fs(self.url)
+            except (ImportError, ValueError) as e:
+                raise ArtifactError(f"store {root!r}: fsspec cannot open it ({e})") from e
+            self.remote = self.remote.rstrip("/")
+            cache = Path(os.environ.get("R1FLOW_CACHE") or Path.home() / ".cache" / "r1flow")
+            root = str(cache / hashlib.sha256(self.url.encode()).hexdigest()[:16])
         self.root = Path(root).resolve()
         for sub in ("objects", "index", "work", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -151,6 +178,7 @@ class ArtifactStore:
                 raise
             # Another run sealed identical content first; keep its copy.
         self._set_index(fields["cache_key"], art_id)
+        self._push(art_id, fields["cache_key"])
 
     def _set_index(self, cache_key: str, art_id: str) -> None:
         idx = self.root / "index" / cache_key
@@ -158,12 +186,60 @@ class ArtifactStore:
         tmp.write_text(art_id)
         os.replace(tmp, idx)
 
+    # ---- the remote mirror (fsspec stores) ---------------------------------------------
+    def _push(self, art_id: str, cache_key: str) -> None:
+        if self.fs is None:
+            return
+        src, dst = self.root / "objects" / art_id, f"{self.remote}/objects/{art_id}"
+        if not self.fs.exists(f"{dst}/{MANIFEST}"):
+            for p in [*_payload_files(src), src / MANIFEST]:  # manifest last: it marks the object complete
+                rel = p.relative_to(src).as_posix()
+                self.fs.makedirs(f"{dst}/{rel}".rsplit("/", 1)[0], exist_ok=True)
+                self.fs.put_file(str(p), f"{dst}/{rel}")
+        self.fs.makedirs(f"{self.remote}/index", exist_ok=True)
+        self.fs.pipe_file(f"{self.remote}/index/{cache_key}", art_id.encode())
+
+    def _pull(self, art_id: str) -> bool:
+        """Download a complete remote object into objects/ (via tmp/); False if the remote has none."""
+        if self.fs is None or (self.root / "objects" / art_id / MANIFEST).exists():
+            return False
+        src = f"{self.remote}/objects/{art_id}"
+        if not self.fs.exists(f"{src}/{MANIFEST}"):
+            return False
+        raw = self.fs.cat_file(f"{src}/{MANIFEST}")
+        try:
+            m = Manifest.model_validate_json(raw)
+        except ValueError as e:
+            raise ArtifactError(f"{self.url}/objects/{art_id}/{MANIFEST}: corrupt manifest: {e}") from e
+        tmp = self.root / "tmp" / f"pull-{uuid.uuid4().hex}"
+        try:
+            for f in m.files:
+                (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(f"{src}/{f.path}", str(tmp / f.path))
+            (tmp / MANIFEST).write_bytes(raw)
+            try:
+                os.rename(tmp, self.root / "objects" / art_id)
+            except OSError:
+                if not (self.root / "objects" / art_id / MANIFEST).exists():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return True
+
+    def _remote_index(self, cache_key: str) -> str | None:
+        if self.fs is None or not self.fs.exists(f"{self.remote}/index/{cache_key}"):
+            return None
+        return self.fs.cat_file(f"{self.remote}/index/{cache_key}").decode().strip()
+
     # ---- reading -------------------------------------------------------------------------
     def lookup(self, cache_key: str) -> ArtifactRef | None:
         """The artifact a previous run with this cache key produced, verified; None if none."""
         idx = self.root / "index" / cache_key
         if not idx.exists():
-            return None
+            art_id = self._remote_index(cache_key)
+            if art_id is None or not (self._pull(art_id) or (self.root / "objects" / art_id / MANIFEST).exists()):
+                return None
+            self._set_index(cache_key, art_id)
         art_id = idx.read_text().strip()
         if not (self.root / "objects" / art_id / MANIFEST).exists():
             return None  # index outlived its object (deleted by hand): recompute
@@ -171,6 +247,8 @@ class ArtifactStore:
 
     def manifest(self, art_id: str) -> Manifest:
         path = self.root / "objects" / art_id / MANIFEST
+        if not path.exists() and len(art_id) == 64:
+            self._pull(art_id)
         if not path.exists():
             matches = [p.name for p in (self.root / "objects").glob(f"{art_id}*")] if len(art_id) >= 4 else []
             if len(matches) == 1:
@@ -201,7 +279,9 @@ class ArtifactStore:
 
     def ref(self, art_id: str) -> ArtifactRef:
         m = self.verify(art_id)
-        return ArtifactRef(id=m.id, path=str(self.root / "objects" / m.id), kind=m.kind, stage=m.stage)
+        path = self.root / "objects" / m.id
+        uri = f"{self.url}/objects/{m.id}" if self.fs is not None else path.as_uri()
+        return ArtifactRef(id=m.id, path=str(path), kind=m.kind, stage=m.stage, uri=uri)
 
     def list(self) -> list[Manifest]:
         out = []

@@ -67,6 +67,11 @@ class WorldConfig(BaseModel):
         description="Share of worked solutions (outside the chat template) written with <think>/<answer> "
                     "tags, as tagged text appears in web corpora. The base then reasons as well inside tags "
                     "as without them, while under the R1-Zero template it still rarely uses them.")
+    direct_answer_fraction: float = Field(
+        0.0, ge=0, le=1,
+        description="Share of untagged chat answers (R1-Zero template) that state the answer without working, "
+                    "as a hurried writer would. Worked answers are right far more often on multi-step "
+                    "families, so RL has a behaviour to select: reasoning before answering.")
     self_check_fraction: float = Field(0.3, ge=0, le=1, description="Worked solutions that verify their result.")
     mixed_notation_fraction: float = Field(
         0.05, ge=0, le=1, description="Worked solutions that switch notation midway (language mixing).")
@@ -329,8 +334,12 @@ def build_corpus(world: World, cfg: WorldConfig, split: str = "corpus", n_docs: 
             else:
                 text = f"Problem: {p.question}\nSolution: {' '.join(steps)}\nAnswer: {ans}"
         else:  # chat, under the R1-Zero template; mostly untagged answers
-            resp = (tagged_response(" ".join(steps), ans) if rng.random() < cfg.tagged_fraction
-                    else f"{' '.join(steps)} Answer: {ans}")
+            if rng.random() < cfg.tagged_fraction:
+                resp = tagged_response(" ".join(steps), ans)
+            elif cfg.direct_answer_fraction and rng.random() < cfg.direct_answer_fraction:
+                resp = f"Answer: {ans}"
+            else:
+                resp = f"{' '.join(steps)} Answer: {ans}"
             text = render_chat([{"role": "system", "content": R1_ZERO_SYSTEM},
                                 {"role": "user", "content": p.question},
                                 {"role": "assistant", "content": resp}])

@@ -24,7 +24,7 @@ from uuid import UUID
 
 from r1flow.flows.pipeline import STAGE_FLOWS, pipeline
 from r1flow.recipe import Recipe
-from r1flow.tasks.common import stop_process_group as stop
+from r1flow.procs import stop_process_group as stop
 
 POOL = "r1flow-local"
 
@@ -34,8 +34,9 @@ def deployments(recipe: Recipe, work_pool: str = POOL) -> list:
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
-    # Workers run flows in their own working directory: pin the store to an absolute path.
-    recipe = recipe.model_copy(update={"store": str(Path(recipe.store_root()).resolve())})
+    # Workers run flows in their own working directory: pin a local store to an absolute path.
+    root = recipe.store_root()
+    recipe = recipe.model_copy(update={"store": root if "://" in root else str(Path(root).resolve())})
     params = {"recipe": recipe.model_dump(mode="json")}
     sched = recipe.schedule
     schedules = [Cron(sched.cron, timezone=sched.timezone, active=sched.active)] if sched else None

@@ -3,7 +3,7 @@
 Every sampled completion in r1flow (evaluation now; RL rollouts, rejection sampling and distillation
 traces later) goes through `RolloutEngine.generate`; `prompt_logprobs` scores given token sequences,
 which is how tests hold the engine to the trainer's numbers. A fleet of vLLM servers implements the
-same interface later. This module does not score or aggregate completions.
+same interface over HTTP (models/fleet.py, `make_engine` picks one). This module does not score or aggregate completions.
 
 vLLM on CPU, two things this wrapper sets on purpose:
   * `compilation_config.custom_ops = ["all", "-rotary_embedding"]`. vLLM's CPU `rotary_embedding`
@@ -56,6 +56,14 @@ class EngineConfig(BaseModel):
     enforce_eager: bool = Field(True, description="Skip graph capture/compilation (faster start on CPU).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (GPU nodes).")
     trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint; off by default.")
+    servers: list[str] = Field(default_factory=list, description=(
+        "URLs of running vLLM OpenAI-compatible servers (started with VLLM_SERVER_DEV_MODE=1 and "
+        "--worker-extension-cls r1flow.models.fleet.WeightSyncExtension); rollouts are spread over them "
+        "(models/fleet.py). Empty: in-process vLLM."))
+    launch_servers: int = Field(0, ge=0, description="Start this many vLLM servers on loopback for the stage "
+                                                    "(and stop them after it); added to `servers`.")
+    startup_timeout_s: float = Field(600.0, gt=0, description="Fleet: how long servers may take to become healthy.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Fleet: one HTTP request's limit.")
 
 
 @dataclass

@@ -32,7 +32,8 @@ from r1flow.data.rewards import REWARDS, RewardTimer, with_timeout
 from r1flow.data.templates import r1_zero_messages
 from r1flow.data.verify import reasoning_text
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
-from r1flow.models.engine import EngineConfig, SamplingConfig, VLLMEngine
+from r1flow.models.engine import EngineConfig, SamplingConfig
+from r1flow.models.fleet import make_engine
 
 
 class GRPOStageConfig(BaseModel):
@@ -172,11 +173,11 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     resume_step = int(Path(last).name.split("-")[-1]) if last else 0
     rec = _Recorder(work)
     metrics = rec.load("metrics", resume_step)
-    rollouts_n = len(rec.load("rollouts", resume_step))
+    rec.load("rollouts", resume_step)  # drop rows past the checkpoint we resume from
     if last:
         print(f"[{stage}] resuming from {last} (step {resume_step})", flush=True)
 
-    engine = VLLMEngine(str(base_dir), cfg.engine)
+    engine = make_engine(str(base_dir), cfg.engine, log_dir=work / "vllm-servers")
     sampling = SamplingConfig(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
                               max_tokens=cfg.max_completion_length, seed=cfg.seed)
     timer = RewardTimer()
@@ -321,6 +322,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
             "format_rate_first_10pct": avg(first, "rl/format_rate"), "format_rate_last_10pct": avg(last_m, "rl/format_rate"),
             "length_first_10pct": avg(first, "rl/completion_length"), "length_last_10pct": avg(last_m, "rl/completion_length"),
             "max_logprob_gap": float(np.nanmax([m["rl/logprob_gap"] for m in metrics])),
+            **({"rollout_server_requests": engine.requests} if hasattr(engine, "requests") else {}),
             **{f"mean_{k.replace('/', '_')}": v for k, v in times.items()}}
 
 

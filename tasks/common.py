@@ -9,10 +9,7 @@ fills a temporary directory that the store seals and renames into place.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,8 +80,9 @@ def run_stage(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config: B
 
 
 def asset_uri(ref: ArtifactRef) -> str:
-    """An artifact's Prefect asset key: the URI of its content-addressed directory."""
-    return Path(ref.path).resolve().as_uri()
+    """An artifact's Prefect asset key: the URI of its content-addressed directory (remote for an
+    fsspec store)."""
+    return ref.uri or Path(ref.path).resolve().as_uri()
 
 
 def publish_asset(stage: str, kind: str, ref: ArtifactRef, parents: list[ArtifactRef]) -> None:
@@ -153,18 +151,3 @@ class Progress:
             update_progress_artifact(artifact_id=self.id, progress=100.0 * min(done, self.total) / self.total)
 
 
-def stop_process_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGTERM the process group `proc` leads (started with start_new_session=True), then SIGKILL
-    what is left after `grace` seconds: no orphan keeps a port or a GPU."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue

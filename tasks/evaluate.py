@@ -11,6 +11,7 @@ from r1flow.data import metrics, notation, verify
 from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models import engine as eng, evaluate as ev
+from r1flow.models.fleet import make_engine
 from r1flow.tasks.common import log, publish_markdown, publish_table, run_stage
 
 
@@ -27,7 +28,7 @@ def summary_markdown(label: str, rows: list[dict]) -> str:
 def build_eval(cfg: ev.EvalConfig, label: str, ckpt: ArtifactRef, world_ref: ArtifactRef, out: Path,
                summary: dict) -> None:
     rows = read_rows(world_ref.file("eval.parquet"), "prompts")
-    engine = eng.VLLMEngine(ckpt.path, cfg.engine)
+    engine = make_engine(ckpt.path, cfg.engine)
     try:
         samples, table = ev.evaluate(engine, engine.tokenizer, rows, cfg, label)
     finally:

@@ -19,7 +19,8 @@ from prefect.cache_policies import NONE
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models import fp8, plots, pretrain as pt
 from r1flow.models.deepseek_v3 import balancing, config as mcfg, mtp
-from r1flow.tasks.common import Progress, log, publish_markdown, run_stage, stop_process_group
+from r1flow.procs import stop_process_group
+from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
 
 
 def import_base(source: str, tokenizer_dir: Path, out: Path, summary: dict) -> None:

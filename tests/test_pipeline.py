@@ -11,7 +11,6 @@ from r1flow.data.lineage import mermaid, tree
 from r1flow.data.schemas import read_rows
 from r1flow.data.store import ArtifactStore
 from r1flow.flows.pipeline import STAGE_FLOWS, pipeline
-from r1flow.recipe import load_recipe
 from r1flow.tasks.common import StageNotCached
 
 pytestmark = pytest.mark.slow

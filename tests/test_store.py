@@ -112,3 +112,32 @@ def test_ancestry_orders_parents_first(tmp_path):
     c = _write(store, "c", key="kc", parents=[a.id, b.id])
     assert [m.id for m in store.ancestry(c.id)] == [a.id, b.id, c.id]
     assert (tmp_path / "objects" / c.id / MANIFEST).exists()
+
+
+def test_fsspec_store_mirrors_artifacts_between_machines(tmp_path, monkeypatch):
+    """Two machines (two local caches) share one fsspec store: what one seals, the other finds by
+    cache key and by id, re-hashed; a remote file changed after upload is refused."""
+    import fsspec
+
+    url = f"memory://r1flow-test-{tmp_path.name}"
+    monkeypatch.setenv("R1FLOW_CACHE", str(tmp_path / "cache-a"))
+    a = ArtifactStore(url)
+    with a.write(stage="world", kind="dataset", config={"n": 1}, parents=[], code_version="c", cache_key="k1") as (d, _):
+        (d / "sub").mkdir()
+        (d / "sub" / "x.txt").write_text("payload")
+    ref_a = a.lookup("k1")
+    assert ref_a.uri == f"{url}/objects/{ref_a.id}"
+
+    monkeypatch.setenv("R1FLOW_CACHE", str(tmp_path / "cache-b"))
+    b = ArtifactStore(url)
+    assert b.root != a.root and not any((b.root / "objects").iterdir())
+    ref_b = b.lookup("k1")
+    assert ref_b is not None and ref_b.id == ref_a.id and (ref_b.file("sub/x.txt")).read_text() == "payload"
+    assert b.lookup("missing") is None
+
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.pipe_file(f"{path}/objects/{ref_a.id}/sub/x.txt", b"tampered")
+    monkeypatch.setenv("R1FLOW_CACHE", str(tmp_path / "cache-c"))
+    c = ArtifactStore(url)
+    with pytest.raises(ArtifactError, match="changed after it was written"):
+        c.ref(ref_a.id)

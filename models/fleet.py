@@ -1,0 +1,204 @@
+"""Rollouts from a fleet of vLLM OpenAI-compatible servers: the `RolloutEngine` of models/engine.py
+over HTTP, for GPU nodes where generation runs on other GPUs than training.
+
+`VLLMServerFleet` either connects to servers that already run (`EngineConfig.servers`, e.g. one
+`vllm serve` per node, tensor-parallel inside it) or launches `launch_servers` of them on loopback
+(what the tests and a one-node run use). Prompts are spread over the servers group by group: a
+prompt's G samples stay on one server, so its prefix is cached once. Each request keeps the seed it
+would have had in-process (`seed + index`), so which server serves it does not change the draw.
+
+Weights: `update_weights(checkpoint_dir)` asks every server to load that Hugging Face checkpoint
+through `/collective_rpc` (vLLM's dev endpoints, `VLLM_SERVER_DEV_MODE=1`) into the method
+`WeightSyncExtension.r1flow_update_weights`, which vLLM mixes into its worker class
+(`--worker-extension-cls`). That method runs the same reload + CPU MoE prepack as the in-process
+engine (see `VLLMEngine.update_weights`: vLLM's `reload_weights` alone leaves CPU experts wrong), then
+the prefix cache is reset. The checkpoint directory must be readable by the servers: loopback, or a
+shared filesystem for remote nodes. (Streaming tensors over NCCL, as TRL's `vllm serve` does, would
+avoid the disk round trip on GPU clusters; the file path keeps CPU and GPU on one code path.)
+This module does not sample in-process and does not score completions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from r1flow.models.engine import Completion, EngineConfig, SamplingConfig, _on_cpu, _repack_cpu_moe
+
+
+class WeightSyncExtension:
+    """Mixed into vLLM's worker class by `--worker-extension-cls`; reached by `/collective_rpc`."""
+
+    def r1flow_update_weights(self, weights_path: str) -> int:
+        self.reload_weights(weights_path=weights_path)  # vLLM Worker.reload_weights
+        return self.apply_model(_repack_cpu_moe) if _on_cpu() else 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerLaunchError(RuntimeError):
+    pass
+
+
+class VLLMServerFleet:
+    """`RolloutEngine` over vLLM OpenAI-compatible servers (see the module docstring)."""
+
+    def __init__(self, model_dir: str, cfg: EngineConfig, log_dir: Path | None = None):
+        import httpx
+
+        self.model_dir = model_dir
+        self.cfg = cfg
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="r1flow-vllm-servers-"))
+        self.procs: list[subprocess.Popen] = []
+        self.urls = [u.rstrip("/") for u in cfg.servers]
+        self.http = httpx.Client(timeout=cfg.request_timeout_s)
+        try:
+            for i in range(cfg.launch_servers):
+                self.urls.append(self._launch(i))
+            self._wait_ready()
+            self.requests = [0] * len(self.urls)  # per server, for the stage summary
+            self.served = self._served_model()
+            if cfg.launch_servers == 0:  # servers someone else started hold other weights: load ours
+                self.update_weights(model_dir)
+        except BaseException:
+            self.close()
+            raise
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+
+    def _log(self, i: int) -> Path:
+        return self.log_dir / f"vllm-server-{i}.log"
+
+    def _launch(self, i: int) -> str:
+        port = _free_port()
+        cpu = _on_cpu()
+        dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("float32" if cpu else "bfloat16")
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype, "--seed", "0",
+               "--max-model-len", str(self.cfg.max_model_len),
+               "--tensor-parallel-size", str(self.cfg.tensor_parallel_size),
+               "--worker-extension-cls", f"{__name__}.WeightSyncExtension", "--disable-uvicorn-access-log"]
+        if self.cfg.enforce_eager:
+            cmd.append("--enforce-eager")
+        if self.cfg.trust_remote_code:
+            cmd.append("--trust-remote-code")
+        if cpu:  # the same two CPU settings as the in-process engine (models/engine.py)
+            cmd += ["--compilation-config", json.dumps({"custom_ops": ["all", "-rotary_embedding"]}),
+                    "--kv-cache-memory-bytes", str(int(self.cfg.kv_cache_gib * 2**30))]
+        else:
+            cmd += ["--gpu-memory-utilization", str(self.cfg.memory_fraction)]
+        env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._log(i), "w") as log:
+            # Own process group: close() stops the server and every engine process it started.
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True))
+        return f"http://127.0.0.1:{port}"
+
+    def _wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        pending = list(self.urls)
+        while pending:
+            for i, p in enumerate(self.procs):
+                if p.poll() is not None:
+                    raise ServerLaunchError(f"vLLM server {i} exited with code {p.returncode} while starting "
+                                            f"(model {self.model_dir}); log: {self._log(i)}")
+            for url in list(pending):
+                try:
+                    if self.http.get(f"{url}/health", timeout=2).status_code == 200:
+                        pending.remove(url)
+                except httpx.TransportError:
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise ServerLaunchError(f"vLLM server(s) {pending} not healthy after "
+                                        f"{self.cfg.startup_timeout_s}s; "
+                                        f"logs in {self.log_dir}")
+            if pending:
+                time.sleep(1)
+
+    def _served_model(self) -> str:
+        names = {self.http.get(f"{u}/v1/models").raise_for_status().json()["data"][0]["id"]
+                 for u in self.urls}
+        if len(names) != 1:
+            raise ServerLaunchError(f"servers {self.urls} serve different models: {sorted(names)}")
+        return names.pop()
+
+    def _post(self, url: str, path: str, body: dict) -> dict:
+        r = self.http.post(f"{url}{path}", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"vLLM server {url}{path} answered {r.status_code}: {r.text[:500]}")
+        return r.json() if r.content else {}
+
+    def _spread(self, jobs: list[dict]) -> list[dict]:
+        """Run request bodies round-robin over the servers, concurrently; answers in job order."""
+        for k in range(len(jobs)):
+            self.requests[k % len(self.urls)] += 1
+        with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), 8 * len(self.urls)))) as pool:
+            futs = [pool.submit(self._post, self.urls[k % len(self.urls)], "/v1/completions", body)
+                    for k, body in enumerate(jobs)]
+            return [f.result() for f in futs]
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, n: list[int] | None = None,
+                 logprobs: bool = False) -> list[list[Completion]]:
+        jobs = [{"model": self.served, "prompt": p, "n": n[i] if n else sampling.n,
+                 "temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
+                 "seed": sampling.seed + i, "skip_special_tokens": False, "return_token_ids": True,
+                 **({"logprobs": 0, "return_tokens_as_token_ids": True} if logprobs else {})}
+                for i, p in enumerate(prompts)]
+        out = []
+        for resp in self._spread(jobs):
+            group = []
+            for c in sorted(resp["choices"], key=lambda c: c["index"]):
+                lps = c["logprobs"]["token_logprobs"] if logprobs else None
+                group.append(Completion(text=c["text"], token_ids=list(c["token_ids"]),
+                                        finish_reason=c.get("finish_reason") or "length",
+                                        prompt_token_ids=list(c.get("prompt_token_ids") or []), logprobs=lps))
+            out.append(group)
+        return out
+
+    def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        jobs = [{"model": self.served, "prompt": s, "max_tokens": 1, "prompt_logprobs": 0,
+                 "return_tokens_as_token_ids": True} for s in sequences]
+        out = []
+        for s, resp in zip(sequences, self._spread(jobs)):
+            plp = resp["choices"][0]["prompt_logprobs"]  # [None, {token_id: {logprob, ...}, ...}, ...]
+            out.append([plp[t][str(s[t])]["logprob"] for t in range(1, len(s))])
+        return out
+
+    def update_weights(self, checkpoint_dir: str) -> None:
+        path = str(Path(checkpoint_dir).resolve())
+        for url in self.urls:
+            self._post(url, "/collective_rpc",
+                       {"method": "r1flow_update_weights", "kwargs": {"weights_path": path}})
+            self._post(url, "/reset_prefix_cache", {})
+
+    def close(self) -> None:
+        from r1flow.procs import stop_process_group
+
+        for p in self.procs:
+            stop_process_group(p)
+        self.procs = []
+        self.http.close()
+
+
+def make_engine(model_dir: str, cfg: EngineConfig, log_dir: Path | None = None):
+    """The recipe's rollout engine: in-process vLLM, or a server fleet when servers are configured."""
+    if cfg.servers or cfg.launch_servers:
+        return VLLMServerFleet(model_dir, cfg, log_dir)
+    from r1flow.models.engine import VLLMEngine
+
+    return VLLMEngine(model_dir, cfg)

@@ -1,0 +1,93 @@
+"""Rollouts from 2 vLLM servers on loopback (models/fleet.py): prompts spread over both, the
+returned tokens and log-probs are the trainer's, weights stay in sync after optimizer steps, and a
+GRPO run samples from the fleet.   pytest tests/test_fleet.py"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+
+from r1flow.data.schemas import read_rows
+from r1flow.models.engine import EngineConfig, SamplingConfig
+from r1flow.models.fleet import ServerLaunchError, VLLMServerFleet
+from r1flow.models.grpo import run_grpo, trainer_logprobs
+
+pytestmark = pytest.mark.slow
+ENGINE = EngineConfig(kv_cache_gib=0.25, max_model_len=256, startup_timeout_s=900)
+
+
+@pytest.fixture(scope="module")
+def fleet(smoke_run, tmp_path_factory):
+    _, _, paths = smoke_run
+    f = VLLMServerFleet(paths["pretrain"], ENGINE.model_copy(update={"launch_servers": 2}),
+                        log_dir=tmp_path_factory.mktemp("vllm-servers"))
+    yield f
+    procs = list(f.procs)
+    f.close()
+    assert all(p.poll() is not None for p in procs), "a vLLM server outlived close()"
+
+
+def _prompts(paths, k):
+    from transformers import AutoTokenizer
+
+    from r1flow.data.templates import r1_zero_messages
+
+    tok = AutoTokenizer.from_pretrained(paths["pretrain"])
+    rows = read_rows(f"{paths['world']}/rl.parquet", "prompts")[:k]
+    return [tok.apply_chat_template(r1_zero_messages(r["question"]), add_generation_prompt=True, tokenize=False)
+            for r in rows]
+
+
+def test_two_servers_share_rollouts_and_hold_trainer_weights(fleet, smoke_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, _, paths = smoke_run
+    assert len(fleet.urls) == 2
+    model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32)
+    before = list(fleet.requests)
+    prompts = _prompts(paths, 4)
+    outs = fleet.generate(prompts, SamplingConfig(n=3, temperature=1.0, top_p=1.0, max_tokens=24, seed=5),
+                          logprobs=True)
+    assert [b - a for a, b in zip(before, fleet.requests)] == [2, 2], "4 prompt groups not split 2 + 2"
+    assert [len(g) for g in outs] == [3, 3, 3, 3]
+    for g in outs:
+        for c in g:  # token ids and sampled-token log-probs come back exactly as the trainer sees them
+            assert c.token_ids and len(c.logprobs) == len(c.token_ids)
+            gap = (trainer_logprobs(model, c.prompt_token_ids, c.token_ids) - torch.tensor(c.logprobs)).abs().max()
+            assert gap <= 1e-3
+    again = fleet.generate(prompts, SamplingConfig(n=3, temperature=1.0, top_p=1.0, max_tokens=24, seed=5))
+    assert [[c.token_ids for c in g] for g in again] == [[c.token_ids for c in g] for g in outs], "seeded draw changed"
+
+    seqs = [outs[0][0].prompt_token_ids + outs[0][0].token_ids, outs[1][0].prompt_token_ids + outs[1][0].token_ids]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.tensor([seqs[0][:32]] * 4)
+    for step in range(3):
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        model.save_pretrained(tmp_path / f"s{step}")
+        fleet.update_weights(str(tmp_path / f"s{step}"))
+        ref = [trainer_logprobs(model, s[:1], s[1:]) for s in seqs]
+        got = fleet.prompt_logprobs(seqs)  # one sequence per server
+        gap = max((r - torch.tensor(g)).abs().max().item() for r, g in zip(ref, got))
+        assert gap <= 1e-3, f"step {step}: fleet vs trainer log-prob gap {gap:.2e}"
+
+
+def test_grpo_samples_from_the_fleet(fleet, smoke_run, tmp_path):
+    recipe, _, paths = smoke_run
+    rows = read_rows(f"{paths['world']}/rl.parquet", "prompts")
+    cfg = recipe.r1_zero.model_copy(update={"steps": 2, "engine": ENGINE.model_copy(update={"servers": fleet.urls})})
+    summary = run_grpo(cfg, paths["pretrain"], rows, tmp_path / "out", tmp_path / "work")
+    assert summary["max_logprob_gap"] <= 1e-3  # servers got the trainer's weights at connect and each step
+    per_server = summary["rollout_server_requests"]
+    assert len(per_server) == 2 and min(per_server) >= cfg.steps * cfg.prompts_per_step // 2
+
+
+def test_a_server_that_cannot_start_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ServerLaunchError, match="vllm-server-0.log"):
+        VLLMServerFleet(str(tmp_path), ENGINE.model_copy(update={"launch_servers": 1}), log_dir=tmp_path / "logs")
+    out = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert not out.stdout.strip(), "a failed server left processes behind"
