@@ -7,6 +7,8 @@ below it for renderers that draw it (GitHub, most Markdown viewers)."""
 
 from __future__ import annotations
 
+import json
+
 from r1flow.data.store import ArtifactStore, Manifest
 
 
@@ -98,3 +100,23 @@ def tree(store: ArtifactStore, art_id: str) -> str:
 
     visit(art_id, "", True, True)
     return "\n".join(out)
+
+
+def card_markdown(m: Manifest, uri: str, parents: list[tuple[Manifest, str]]) -> str:
+    """A stage card: what went in (parent artifacts), what came out (files, tables), the summary
+    (metrics, filter counts), as Markdown for a Prefect artifact. `parents` pairs manifests with URIs."""
+    out = [f"# {m.stage}: {m.kind} `{m.id[:12]}`", "",
+           f"Made {m.created:%Y-%m-%d %H:%M UTC}, code `{m.code_version[:12]}`, config `{m.config_hash[:12]}`, "
+           f"cache key `{m.cache_key[:12]}`. Location: [{uri}]({uri})", "", "## In", ""]
+    out += ([f"- {p.stage} {p.kind} [`{p.id[:12]}`]({u})" for p, u in parents] or ["- (no parent artifacts)"])
+    out += ["", "## Out", "", "| file | bytes | rows |", "|---|---|---|"]
+    for f in m.files:
+        rows = m.tables[f.path].rows if f.path in m.tables else ""
+        out.append(f"| [{f.path}]({uri}/{f.path}) | {f.bytes:,} | {rows} |")
+    scalars = {k: v for k, v in m.summary.items() if not isinstance(v, dict | list)}
+    nested = {k: v for k, v in m.summary.items() if isinstance(v, dict | list)}
+    out += ["", "## Summary", "", "| metric | value |", "|---|---|"]
+    out += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scalars.items()]
+    for k, v in nested.items():
+        out += ["", f"**{k}**", "", "```json", json.dumps(v, indent=1, default=str), "```"]
+    return "\n".join(out) + "\n"

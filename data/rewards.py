@@ -72,8 +72,10 @@ class RewardTimer:
         return s, t
 
 
-def with_timeout(fn: RewardFn, seconds: float, timer: RewardTimer | None = None) -> RewardFn:
-    """Wrap a reward so one call returns within `seconds`; on timeout every completion scores None."""
+def with_timeout(fn: RewardFn, seconds: float, timer: RewardTimer | None = None, name: str | None = None) -> RewardFn:
+    """Wrap a reward so one call returns within `seconds`; on timeout every completion scores None.
+    Errors name the reward as `name` (the recipe's reward name) or the function's name."""
+    label = name or fn.__name__
 
     def wrapped(completions: list, **columns: Any) -> list[float | None]:
         box: dict[str, Any] = {}
@@ -92,15 +94,15 @@ def with_timeout(fn: RewardFn, seconds: float, timer: RewardTimer | None = None)
             timer.seconds += time.perf_counter() - t0
         if worker.is_alive():
             log.warning("reward %s timed out after %.1fs on %d completions; scored None",
-                        fn.__name__, seconds, len(completions))
+                        label, seconds, len(completions))
             if timer:
                 timer.timeouts += 1
             return [None] * len(completions)
         if "err" in box:
-            raise RuntimeError(f"reward {fn.__name__} raised: {box['err']!r}") from box["err"]
+            raise RuntimeError(f"reward {label} raised: {box['err']!r}") from box["err"]
         out = box["out"]
         if len(out) != len(completions):
-            raise ValueError(f"reward {fn.__name__} returned {len(out)} scores for {len(completions)} completions")
+            raise ValueError(f"reward {label} returned {len(out)} scores for {len(completions)} completions")
         return out
 
     wrapped.__name__ = fn.__name__

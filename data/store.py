@@ -6,6 +6,7 @@ Layout under the store root (default `./artifacts`, or `R1FLOW_STORE`, or the re
   index/<cache_key>        the id produced by a stage run with that cache key (a text file)
   work/<cache_key>/        scratch space of an unfinished stage (mid-stage checkpoints)
   tmp/                     artifacts being written; renamed into objects/ when complete
+  locks/<cache_key>        flock held while a run computes that stage: a second run waits, then reuses
 
 An artifact's id is the sha256 of its payload (relative paths and file digests), so identical
 outputs share one directory whoever wrote them. Writes go to tmp/ and are renamed into place, so
@@ -37,6 +38,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 MANIFEST = "manifest.json"
+# What an artifact may hold: formats that load without executing anything. Pickle-capable files
+# (.bin, .pt, .pth, .pkl, .ckpt, ...) are refused when an artifact is sealed and when it is read.
+SAFE_SUFFIXES = frozenset({".safetensors", ".parquet", ".json", ".jsonl", ".jinja", ".txt", ".md", ".png",
+                           ".yaml", ".model", ".log"})
 ArtifactKind = Literal["dataset", "checkpoint", "tokenizer", "report"]
 
 
@@ -112,6 +117,10 @@ def _payload_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+def _unsafe(paths: list[str]) -> list[str]:
+    return [p for p in paths if Path(p).suffix.lower() not in SAFE_SUFFIXES]
+
+
 def _table_info(path: Path) -> TableInfo:
     import pyarrow.parquet as pq
 
@@ -140,7 +149,7 @@ class ArtifactStore:
             cache = Path(os.environ.get("R1FLOW_CACHE") or Path.home() / ".cache" / "r1flow")
             root = str(cache / hashlib.sha256(self.url.encode()).hexdigest()[:16])
         self.root = Path(root).resolve()
-        for sub in ("objects", "index", "work", "tmp"):
+        for sub in ("objects", "index", "work", "tmp", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     # ---- writing -------------------------------------------------------------------------
@@ -160,11 +169,30 @@ class ArtifactStore:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def lock(self, cache_key: str, on_wait: Any = None) -> Iterator[None]:
+        """Hold the stage's lock (one computing run per cache key on this store's machine; the lock
+        dies with its process, so a killed run never leaves it held). `on_wait()` is called if another
+        run holds it."""
+        import fcntl
+
+        with open(self.root / "locks" / cache_key, "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait:
+                    on_wait()
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
     def _seal(self, tmp: Path, **fields: Any) -> None:
         files = [FileEntry(path=str(p.relative_to(tmp)), sha256=sha256_file(p), bytes=p.stat().st_size)
                  for p in _payload_files(tmp)]
         if not files:
             raise ArtifactError(f"stage {fields['stage']!r} produced an empty artifact")
+        if bad := _unsafe([f.path for f in files]):
+            raise ArtifactError(f"stage {fields['stage']!r} wrote files of a type artifacts may not hold "
+                                f"(pickle-capable; allowed: {sorted(SAFE_SUFFIXES)}): {bad}")
         art_id = stable_hash([(f.path, f.sha256) for f in files])
         tables = {f.path: _table_info(tmp / f.path) for f in files if f.path.endswith(".parquet")}
         manifest = Manifest(id=art_id, files=files, tables=tables, config_hash=stable_hash(fields["config"]),
@@ -266,6 +294,9 @@ class ArtifactStore:
         d = self.root / "objects" / m.id
         expected = {f.path: f for f in m.files}
         present = {str(p.relative_to(d)) for p in _payload_files(d)}
+        if bad := _unsafe(sorted(present | set(expected))):
+            raise ArtifactError(f"artifact {m.id[:12]} ({m.stage}): refusing to read pickle-capable file(s) "
+                                f"{[str(d / b) for b in bad]}; artifacts hold only {sorted(SAFE_SUFFIXES)}")
         if missing := sorted(set(expected) - present):
             raise ArtifactError(f"artifact {m.id[:12]} ({m.stage}): missing files {missing}")
         if extra := sorted(present - set(expected)):

@@ -86,6 +86,34 @@ class RolloutEngine(Protocol):
     def close(self) -> None: ...
 
 
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Fail early, naming the file, when a checkpoint directory does not hold a matching model and
+    tokenizer (a tokenizer with more tokens than the model's embedding rows would index past them)."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    cfg_file = p / "config.json"
+    if not cfg_file.is_file():
+        raise ValueError(f"{p}: not a Hugging Face checkpoint directory (no config.json)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"{cfg_file}: not valid JSON ({e})") from e
+    vocab = cfg.get("vocab_size") or cfg.get("text_config", {}).get("vocab_size")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{p}: no loadable tokenizer next to the model ({e})") from e
+    if vocab is not None and len(tok) > vocab:
+        raise ValueError(f"{p}: the tokenizer does not match the checkpoint: it has {len(tok)} tokens, "
+                         f"config.json vocab_size is {vocab}")
+    if tok.eos_token_id is None:
+        raise ValueError(f"{p}: the tokenizer has no EOS token; completions could never end")
+
+
 def _on_cpu() -> bool:
     import torch
 

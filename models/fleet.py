@@ -30,7 +30,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from r1flow.models.engine import Completion, EngineConfig, SamplingConfig, _on_cpu, _repack_cpu_moe
+from r1flow.models.engine import (Completion, EngineConfig, SamplingConfig, _on_cpu, _repack_cpu_moe,
+                                  check_checkpoint)
 
 
 class WeightSyncExtension:
@@ -197,6 +198,7 @@ class VLLMServerFleet:
 
 def make_engine(model_dir: str, cfg: EngineConfig, log_dir: Path | None = None):
     """The recipe's rollout engine: in-process vLLM, or a server fleet when servers are configured."""
+    check_checkpoint(model_dir)
     if cfg.servers or cfg.launch_servers:
         return VLLMServerFleet(model_dir, cfg, log_dir)
     from r1flow.models.engine import VLLMEngine

@@ -32,7 +32,7 @@ from r1flow.data.rewards import REWARDS, RewardTimer, with_timeout
 from r1flow.data.templates import r1_zero_messages
 from r1flow.data.verify import reasoning_text
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
-from r1flow.models.engine import EngineConfig, SamplingConfig
+from r1flow.models.engine import EngineConfig, SamplingConfig, check_checkpoint
 from r1flow.models.fleet import make_engine
 
 
@@ -60,6 +60,9 @@ class GRPOStageConfig(BaseModel):
     rewards: dict[str, float] = Field(default_factory=lambda: {"accuracy": 1.0, "format": 1.0},
                                       description="Reward name -> weight; names from data/rewards.py.")
     reward_timeout_s: float = Field(10.0, gt=0, description="Per reward call; a timed-out call scores None.")
+    reward_timeout_patience: int = Field(
+        3, ge=1, description="A reward that times out on this many steps in a row stops the stage with an error "
+                             "(a verifier that always hangs would otherwise train on no signal).")
     families: list[str] = Field(default_factory=lambda: ["add", "arith", "countdown"],
                                 description="Task families whose RL prompts are used.")
     checkpoint_every: int = Field(20, ge=1, description="Save a resumable trainer checkpoint every N steps.")
@@ -82,6 +85,22 @@ class GRPOStageConfig(BaseModel):
             raise ValueError(f"max_completion_length ({self.max_completion_length}) leaves no room for the prompt "
                              f"in engine.max_model_len ({self.engine.max_model_len})")
         return self
+
+
+def grpo_args(cfg: GRPOStageConfig, output_dir: Path, gpu: bool):
+    """TRL's GRPOConfig for a stage config: one generation batch (prompts_per_step x G) per optimizer step."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(output_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=1, num_generations=cfg.num_generations, learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant", warmup_steps=0, beta=cfg.beta, epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
+        mask_truncated_completions=cfg.mask_truncated_completions, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, top_p=cfg.top_p, max_grad_norm=cfg.max_grad_norm,
+        reward_weights=list(cfg.rewards.values()), logging_steps=1, save_strategy="steps",
+        save_steps=cfg.checkpoint_every, report_to="none", use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
+        disable_tqdm=True, log_completions=False, save_only_model=False)
 
 
 def build_prompt_dataset(rows: list[dict], tokenizer, cfg: GRPOStageConfig):
@@ -159,7 +178,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     with `r1flow/metrics.parquet`, `r1flow/rollouts.parquet` and the curves. Returns the summary."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from r1flow.models.plots import plot_rl_curves
 
@@ -167,7 +186,9 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     dataset = build_prompt_dataset(prompt_rows, tok, cfg)
     gpu = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if gpu else torch.float32)
+    check_checkpoint(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if gpu else torch.float32,
+                                                 use_safetensors=True)
     trainer_dir = work / "trainer"
     last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.exists() else None
     resume_step = int(Path(last).name.split("-")[-1]) if last else 0
@@ -224,10 +245,16 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
     def recorded(name: str):
-        fn = with_timeout(REWARDS[name], cfg.reward_timeout_s, timer)
+        fn = with_timeout(REWARDS[name], cfg.reward_timeout_s, timer, name=name)
+        streak = [0]
 
         def reward(completions, **columns):
+            before = timer.timeouts
             out = fn(completions, **columns)
+            streak[0] = streak[0] + 1 if timer.timeouts > before else 0
+            if streak[0] >= cfg.reward_timeout_patience:
+                raise RuntimeError(f"{stage}: reward {name!r} timed out ({cfg.reward_timeout_s}s) on {streak[0]} steps "
+                                   f"in a row; fix its verifier or raise {stage}.reward_timeout_s")
             rec.scores[name] = out
             rec.row_ids, rec.notations = columns["id"], columns["notation"]
             return out
@@ -283,16 +310,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
             if on_step:
                 on_step(m)
 
-    args = GRPOConfig(
-        output_dir=str(trainer_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
-        gradient_accumulation_steps=1, num_generations=cfg.num_generations, learning_rate=cfg.learning_rate,
-        lr_scheduler_type="constant", warmup_steps=0, beta=cfg.beta, epsilon=cfg.epsilon,
-        epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
-        mask_truncated_completions=cfg.mask_truncated_completions, max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature, top_p=cfg.top_p, max_grad_norm=cfg.max_grad_norm,
-        reward_weights=[cfg.rewards[n] for n in names], logging_steps=1, save_strategy="steps",
-        save_steps=cfg.checkpoint_every, report_to="none", use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
-        disable_tqdm=True, log_completions=False, save_only_model=False)
+    args = grpo_args(cfg, trainer_dir, gpu)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = GRPOTrainer(model=model, reward_funcs=[recorded(n) for n in names], args=args, train_dataset=dataset,
                           processing_class=tok, rollout_func=rollout, callbacks=[Recorder()])
@@ -303,6 +321,9 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(out_dir))
     tok.save_pretrained(str(out_dir))
+    # Trainer.save_model also pickles TrainingArguments (training_args.bin); artifacts hold no pickle,
+    # and the stage config in the manifest already records every argument.
+    (out_dir / "training_args.bin").unlink(missing_ok=True)
     extra = out_dir / "r1flow"
     extra.mkdir(exist_ok=True)
     rollouts = [json.loads(line) for line in rec.jsonl("rollouts").read_text().splitlines()]

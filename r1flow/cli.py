@@ -57,7 +57,13 @@ def run(recipe: Path = RECIPE,
             _fail(f"{name}: unknown stage {value!r}; stages: {', '.join(STAGES)}")
     from r1flow.flows.pipeline import pipeline
 
-    result = pipeline(recipe=rec, from_stage=from_stage, until_stage=until_stage, force=force)
+    try:
+        result = pipeline(recipe=rec, from_stage=from_stage, until_stage=until_stage, force=force)
+    except Exception as e:  # noqa: BLE001 - the flow run's log above has the traceback
+        if os.environ.get("R1FLOW_DEBUG"):
+            raise
+        _fail(f"{type(e).__name__}: {e}\n(the run failed; completed stages are cached. "
+              "R1FLOW_DEBUG=1 re-raises with the traceback)", code=1)
     typer.echo("\nArtifacts (store: %s):" % rec.store_root())
     for stage, path in result.items():
         typer.echo(f"  {stage:<14} {path}")

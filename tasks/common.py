@@ -57,6 +57,13 @@ def run_stage(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config: B
         raise ValueError(f"unknown stage mode {mode!r}")
     version = code_version(*modules)
     key = cache_key(stage, config, parents, version)
+    with store.lock(key, on_wait=lambda: log(f"[{stage}] another run is computing this stage; waiting for it")):
+        return _run_locked(store, stage=stage, kind=kind, config=config, parents=parents, version=version,
+                           key=key, build=build, mode=mode)
+
+
+def _run_locked(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config: BaseModel | dict,
+                parents: list[ArtifactRef], version: str, key: str, build: Build, mode: str) -> ArtifactRef:
     if mode != "force" and (ref := store.lookup(key)) is not None:
         log(f"[{stage}] cached: artifact {ref.id[:12]} (key {key[:12]})")
         return ref
@@ -75,6 +82,7 @@ def run_stage(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config: B
     assert ref is not None
     log(f"[{stage}] wrote artifact {ref.id[:12]} in {summary['seconds']:.1f}s: {ref.path}")
     publish_summary(stage, ref, store.manifest(ref.id).summary)
+    publish_card(store, ref, parents)
     publish_asset(stage, kind, ref, parents)
     return ref
 
@@ -114,6 +122,17 @@ def publish_summary(stage: str, ref: ArtifactRef, summary: dict) -> None:
     table = [{"metric": k, "value": _fmt(v)} for k, v in summary.items() if not isinstance(v, (list, dict))]
     create_table_artifact(key=artifact_key("r1flow", stage, "summary"), table=table,
                           description=f"**{stage}** -> artifact `{ref.id[:12]}` at `{ref.path}`")
+
+
+def publish_card(store: ArtifactStore, ref: ArtifactRef, parents: list[ArtifactRef]) -> None:
+    """The stage card (data/lineage.py): inputs, output files and tables, summary, with links."""
+    if not in_prefect():
+        return
+    from r1flow.data.lineage import card_markdown
+
+    md = card_markdown(store.manifest(ref.id), ref.uri or asset_uri(ref),
+                       [(store.manifest(p.id), p.uri or asset_uri(p)) for p in parents])
+    publish_markdown(f"r1flow-{ref.stage}-card", md, f"{ref.stage}: what went in and what came out")
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import datasets
 import pytest
 from transformers import AutoModelForCausalLM
@@ -108,9 +110,14 @@ def test_stage_summaries_are_prefect_artifacts(smoke_run):
     for k in ("r1flow-world-summary", "r1flow-tokenizer-summary", "r1flow-pretrain-summary",
               "r1flow-evaluate-summary", "r1flow-eval-base", "r1flow-lineage", "r1flow-pretrain-report",
               "r1flow-r1-zero-summary", "r1flow-r1-zero-curves", "r1flow-eval-r1-zero", "r1flow-eval-comparison",
-              "r1flow-plan"):
+              "r1flow-plan", "r1flow-world-card", "r1flow-pretrain-card", "r1flow-r1-zero-card"):
         assert k in arts, sorted(arts)
     assert "```mermaid" in arts["r1flow-lineage"].data
+    _, _, paths = smoke_run
+    card = arts["r1flow-r1-zero-card"].data  # in: the base and the world; out: files with row counts
+    assert "## In" in card and "pretrain checkpoint" in card and "world dataset" in card
+    assert "r1flow/rollouts.parquet" in card and "accuracy_last_10pct" in card
+    assert Path(paths["r1_zero"]).as_uri() in card
 
 
 def test_stages_record_their_artifacts_as_prefect_assets(smoke_run):

@@ -1,0 +1,138 @@
+"""GRPO step time: r1flow's R1-Zero step (vLLM rollouts, weight sync) vs TRL's GRPOTrainer without vLLM.
+
+    python bench/grpo_step.py [--recipe configs/tiny.yaml] [--store artifacts] [--steps 6]
+
+Both sides train the recipe's base checkpoint (from the store; run `make run` first) on the same RL
+prompts with the same GRPOConfig (`models/grpo.py: grpo_args`), rewards and seed, for `--steps`
+optimizer steps. r1flow is `run_grpo` itself, which records generation, weight sync, rewards and
+training per step. The baseline is a plain `GRPOTrainer` with TRL's own sampling (`model.generate`,
+`use_vllm=False`); its generation time is measured by wrapping `generate`, rewards by wrapping the
+reward functions, and training is the rest of the step. The first step of each side is a warm-up and
+is left out. Targets (issue 7): r1flow at least 3x faster per step; weight sync at most 10% of a step.
+Writes bench/results/grpo_step_<device>.json. Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _common import OUT, device_name
+
+from r1flow.data.rewards import REWARDS
+from r1flow.data.schemas import read_rows
+from r1flow.data.store import ArtifactStore
+from r1flow.models.grpo import build_prompt_dataset, grpo_args, run_grpo
+from r1flow.recipe import load_recipe
+from r1flow.tasks.plan import latest_refs
+
+
+def trl_baseline(cfg, ckpt: str, rows: list[dict], work: Path) -> list[dict]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
+    clock = {"gen": 0.0, "reward": 0.0, "t0": 0.0}
+    generate = model.generate
+
+    def timed_generate(*a, **k):
+        t = time.perf_counter()
+        try:
+            return generate(*a, **k)
+        finally:
+            clock["gen"] += time.perf_counter() - t
+
+    model.generate = timed_generate
+
+    def timed_reward(name):
+        fn = REWARDS[name]
+
+        def reward(completions, **columns):
+            t = time.perf_counter()
+            try:
+                return fn(completions, **columns)
+            finally:
+                clock["reward"] += time.perf_counter() - t
+
+        reward.__name__ = f"{name}_reward"
+        return reward
+
+    steps: list[dict] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            clock.update(gen=0.0, reward=0.0, t0=time.perf_counter())
+
+        def on_step_end(self, args, state, control, **k):
+            wall = time.perf_counter() - clock["t0"]
+            steps.append({"step": state.global_step, "step_s": wall, "generation_s": clock["gen"],
+                          "rewards_s": clock["reward"], "weight_sync_s": 0.0,
+                          "training_s": wall - clock["gen"] - clock["reward"]})
+            print(f"[trl] step {state.global_step}: {wall:.1f}s (generation {clock['gen']:.1f}s)", flush=True)
+
+    args = grpo_args(cfg, work / "trl", gpu=torch.cuda.is_available())
+    args.save_strategy = "no"
+    trainer = GRPOTrainer(model=model, reward_funcs=[timed_reward(n) for n in cfg.rewards], args=args,
+                          train_dataset=build_prompt_dataset(rows, tok, cfg), processing_class=tok, callbacks=[Clock()])
+    trainer.train()
+    return steps
+
+
+def summarize(steps: list[dict]) -> dict:
+    keep = steps[1:] or steps  # the first step is a warm-up
+    out = {}
+    for k in ("step_s", "generation_s", "weight_sync_s", "rewards_s", "training_s"):
+        vals = [s[k] for s in keep]
+        out[k] = statistics.mean(vals)
+        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", default="configs/tiny.yaml")
+    ap.add_argument("--store", default=None)
+    ap.add_argument("--steps", type=int, default=6)
+    args = ap.parse_args()
+    recipe = load_recipe(args.recipe, {"store": args.store} if args.store else None)
+    store = ArtifactStore(recipe.store_root())
+    refs = latest_refs(store, recipe)
+    if "pretrain" not in refs or "world" not in refs:
+        raise SystemExit(f"no base checkpoint for {args.recipe} in {store.root}: run `make run` first")
+    cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})
+    rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run_grpo(cfg, Path(refs["pretrain"].path), rows, tmp / "out", tmp / "work")
+        import pyarrow.parquet as pq
+
+        ours = [{"step": m["step"], "step_s": m["time/step_s"], "generation_s": m["time/generation_s"],
+                 "weight_sync_s": m["time/weight_sync_s"], "rewards_s": m["time/rewards_s"],
+                 "training_s": m["time/training_s"]}
+                for m in pq.read_table(tmp / "out" / "r1flow" / "metrics.parquet").to_pylist()]
+        base = trl_baseline(cfg, refs["pretrain"].path, rows, tmp)
+    r, t = summarize(ours), summarize(base)
+    ratios = [b["step_s"] / o["step_s"] for o, b in zip(ours[1:], base[1:])]
+    result = {"benchmark": "grpo_step", "device": device_name(), "recipe": recipe.name, "steps": args.steps,
+              "prompts_per_step": cfg.prompts_per_step, "G": cfg.num_generations,
+              "max_completion_length": cfg.max_completion_length, "r1flow": r, "trl_no_vllm": t,
+              "speedup": statistics.mean(ratios), "speedup_std": statistics.stdev(ratios) if len(ratios) > 1 else 0.0,
+              "weight_sync_share": r["weight_sync_s"] / r["step_s"], "per_step": {"r1flow": ours, "trl_no_vllm": base},
+              "targets": {"speedup": 3.0, "weight_sync_share": 0.10}}
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"grpo_step_{device_name()}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(f"r1flow {r['step_s']:.2f}s/step (gen {r['generation_s']:.2f}, sync {r['weight_sync_s']:.2f}, "
+          f"rewards {r['rewards_s']:.2f}, train {r['training_s']:.2f}); TRL without vLLM {t['step_s']:.2f}s/step "
+          f"(gen {t['generation_s']:.2f}) -> {result['speedup']:.2f}x; sync share {result['weight_sync_share']:.1%}\n"
+          f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
