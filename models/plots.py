@@ -70,3 +70,15 @@ def plot_rl_curves(metrics: list[dict], path: Path, title: str = "RL") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_loss(metrics: list[dict], path: Path, title: str) -> None:
+    """Training loss over optimizer steps (SFT stages)."""
+    fig, a = plt.subplots(figsize=(6, 3.8))
+    a.plot([m["step"] for m in metrics], [m["train/loss"] for m in metrics])
+    a.set_xlabel("step")
+    a.set_ylabel("loss (nats/token, completion only)")
+    a.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
