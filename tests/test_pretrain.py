@@ -115,3 +115,13 @@ def test_torchrun_two_processes_gloo(pretrain_data, tmp_path):
     summary = run_torchrun(cfg, *pretrain_data, tmp_path / "out", work)
     assert summary["world_size"] == 2 and summary["tokens"] == 6 * 8 * 128 * 2
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
+    # FSDP2 (sharded weights, gradients, optimizer state; checkpoint gathered at step 3) trains the same
+    # data-parallel model: same weights as DDP up to reduction order.
+    fsdp = cfg.model_copy(update={"parallel": "fsdp", "checkpoint_every": 3})
+    (tmp_path / "work2").mkdir()
+    summary2 = run_torchrun(fsdp, *pretrain_data, tmp_path / "out2", tmp_path / "work2")
+    assert summary2["world_size"] == 2
+    a = load_file(str(tmp_path / "out" / "model.safetensors"))
+    b = load_file(str(tmp_path / "out2" / "model.safetensors"))
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert (tmp_path / "work2" / "ckpt" / "model.safetensors").exists()

@@ -40,6 +40,8 @@ def test_real_scale_recipe_matches_deepseek_v3_size():
     ("r1_zero: {rewards: {accuracy: 1, helpful: 1}}", "r1_zero: Value error, rewards: unknown reward(s) ['helpful']"),
     ("r1_zero: {families: [add, ad]}", "r1_zero: Value error, families: unknown or empty ['ad']"),
     ("r1_zero: {max_completion_length: 600}", "leaves no room for the prompt in engine.max_model_len (512)"),
+    ("pretrain: {parallel: fsdp, precision: fp8}", "parallel=fsdp with precision=fp8 is not supported yet"),
+    ("pretrain: {parallel: zero3}", "pretrain.parallel: Input should be 'ddp' or 'fsdp'"),
 ])
 def test_bad_recipes_name_file_and_field(tmp_path, text, fragment):
     p = tmp_path / "bad.yaml"
