@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from _common import OUT, device_name
+from _common import OUT, base_refs, device_name
 
 from r1flow.data.rewards import REWARDS
 from r1flow.data.schemas import read_rows
 from r1flow.data.store import ArtifactStore
 from r1flow.models.grpo import build_prompt_dataset, grpo_args, run_grpo
 from r1flow.recipe import load_recipe
-from r1flow.tasks.plan import latest_refs
 
 
 def trl_baseline(cfg, ckpt: str, rows: list[dict], work: Path) -> list[dict]:
@@ -98,11 +97,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="configs/tiny.yaml")
     ap.add_argument("--store", default=None)
+    ap.add_argument("--base", default=None, help="Base checkpoint directory (default: the recipe's, from the store).")
+    ap.add_argument("--world", default=None, help="World artifact directory with rl.parquet (default: from the store).")
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, {"store": args.store} if args.store else None)
     store = ArtifactStore(recipe.store_root())
-    refs = latest_refs(store, recipe)
+    refs = base_refs(store, recipe, args.base, args.world)
     if "pretrain" not in refs or "world" not in refs:
         raise SystemExit(f"no base checkpoint for {args.recipe} in {store.root}: run `make run` first")
     cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})

@@ -7,7 +7,7 @@ shape, both sides sample the same prompts under the R1-Zero template, G completi
 recipe's rollout temperature and completion length: transformers batches every prompt x G row into
 one left-padded `generate(do_sample=True)` call, as TRL does with `use_vllm=False`; r1flow sends each
 prompt once with n=G (`models/engine.py`). Throughput counts generated tokens up to and including EOS.
-Shapes: the recipe's RL step (prompts_per_step x G) and a 4x larger one. Each side runs `--repeats`
+Shapes: the recipe's RL step (prompts_per_step x G) and one with twice the prompts. Each side runs `--repeats`
 times after one warm-up; the JSON has every timing, the mean +- std and the ratio.
 Writes bench/results/rollout_throughput_<device>.json. Never part of the test suite.
 """
@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 
 import torch
-from _common import OUT, device_name
+from _common import OUT, base_refs, device_name
 
 from r1flow.data.schemas import read_rows
 from r1flow.data.store import ArtifactStore
 from r1flow.data.templates import r1_zero_messages
 from r1flow.models.engine import SamplingConfig, VLLMEngine
 from r1flow.recipe import load_recipe
-from r1flow.tasks.plan import latest_refs
 
 
 
@@ -68,11 +67,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="configs/tiny.yaml")
     ap.add_argument("--store", default=None)
+    ap.add_argument("--base", default=None, help="Base checkpoint directory (default: the recipe's, from the store).")
+    ap.add_argument("--world", default=None, help="World artifact directory with rl.parquet (default: from the store).")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, {"store": args.store} if args.store else None)
     store = ArtifactStore(recipe.store_root())
-    refs = latest_refs(store, recipe)
+    refs = base_refs(store, recipe, args.base, args.world)
     if "pretrain" not in refs or "world" not in refs:
         raise SystemExit(f"no base checkpoint for {args.recipe} in {store.root}: run `make run` first")
     ckpt, rl = refs["pretrain"].path, read_rows(refs["world"].file("rl.parquet"), "prompts")
@@ -85,7 +86,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     engine = VLLMEngine(ckpt, cfg.engine)
     shapes = [("rl_step", cfg.prompts_per_step, cfg.num_generations),
-              ("4x", 4 * cfg.prompts_per_step, cfg.num_generations * 2)]
+              ("2x prompts", 2 * cfg.prompts_per_step, cfg.num_generations)]
     results = []
     try:
         for name, p, g in shapes:

@@ -261,7 +261,7 @@ def test_cli_turns_a_failed_run_into_a_message_and_exit_1(store_copy):
     f.chmod(0o644)
     f.write_bytes(b"garbage")
     out = subprocess.run([sys.executable, "-m", "r1flow.cli", "run", "-r", "configs/smoke.yaml", "--store", str(root)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+                         capture_output=True, text=True, cwd=ROOT, timeout=600, env=_env())
     assert out.returncode == 1, out.stderr[-2000:]
     assert "error: ArtifactError" in out.stderr and "eval.parquet was changed after it was written" in out.stderr
 
@@ -273,9 +273,17 @@ STAGE_MARK = {"world": "Task run 'world-", "tokenizer": "Task run 'tokenizer-", 
 
 
 def _cli(store: Path, *extra: str) -> subprocess.Popen:
+    """`r1flow run` on the smoke recipe in its own process group, talking to the session's Prefect API
+    (so each process skips starting a temporary server of its own)."""
     return subprocess.Popen([sys.executable, "-m", "r1flow.cli", "run", "-r", "configs/smoke.yaml", "--store",
                              str(store), *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=_env())
+
+
+def _env() -> dict:
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or ""}
 
 
 def _ids(root: Path) -> dict[str, set[str]]:
@@ -325,7 +333,7 @@ def test_sigkill_inside_every_stage_never_leaves_a_partial_artifact(smoke_run, t
     assert _digests(root, "pretrain", "model.safetensors") == _digests(Path(ref_root), "pretrain", "model.safetensors")
 
 
-def test_two_runs_on_one_store_at_once(tmp_path):
+def test_two_runs_on_one_store_at_once(prefect_harness, tmp_path):
     root = tmp_path / "store"
     a, b = _cli(root, "--until", "pretrain"), _cli(root, "--until", "pretrain")
     logs = [p.communicate(timeout=900)[0] for p in (a, b)]

@@ -55,7 +55,7 @@ def test_missing_and_extra_files_are_reported(tmp_path):
     with pytest.raises(ArtifactError, match="missing files"):
         store.verify(ref.id)
     ref = _write(store, "again", key="k9")
-    ref.file("planted.bin").write_bytes(b"x")
+    ref.file("planted.txt").write_bytes(b"x")
     with pytest.raises(ArtifactError, match="not in its manifest"):
         store.verify(ref.id)
 
