@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,8 +32,13 @@ REASONS = ("missing_tags", "no_answer", "wrong_answer", "mixed_notation", "repet
 class FilterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    require_format: bool = Field(True, description="Require the <think>/<answer> structure.")
-    min_notation_share: float = Field(0.95, ge=0, le=1, description="Reasoning tokens in the prompt's notation.")
+    checks: list[Literal["missing_tags", "no_answer", "wrong_answer", "mixed_notation", "repetition", "over_length",
+                         "too_short"]] = Field(
+        default_factory=lambda: list(REASONS),
+        description="Checks a kept sample must pass (default: all). Leaving one out keeps samples it would "
+                    "reject, e.g. mixed_notation for single-language data.")
+    min_notation_share: float = Field(1.0, ge=0, le=1, description="Share of the reasoning's notation-bearing words "
+                                      "in the prompt's notation (1: one notation throughout).")
     repeat_ngram: int = Field(4, ge=2, description="n of the n-grams checked for repetition loops.")
     max_repeats: int = Field(3, ge=2, description="An n-gram seen this often is a repetition loop.")
     min_tokens: int = Field(3, ge=0, description="Shortest completion kept (whitespace tokens).")
@@ -71,14 +77,14 @@ def judge(completion: str, row: dict, cfg: FilterConfig | None = None) -> Verdic
     repeats = max_ngram_repeats(text, cfg.repeat_ngram)
     tokens = len(text.split())
     failed = [reason for reason, bad in (
-        ("missing_tags", cfg.require_format and not fmt),
+        ("missing_tags", not fmt),
         ("no_answer", answer is None),
         ("wrong_answer", correct is False),
         ("mixed_notation", share is not None and share < cfg.min_notation_share),
         ("repetition", repeats >= cfg.max_repeats),
         ("over_length", tokens > cfg.max_tokens),
         ("too_short", tokens < cfg.min_tokens),
-    ) if bad]
+    ) if bad and reason in cfg.checks]
     return Verdict(keep=not failed, reason=failed[0] if failed else None, format_ok=fmt, correct=correct,
                    notation_share=share, max_ngram_repeats=repeats, tokens=tokens)
 

@@ -7,6 +7,12 @@ None into NaN and leaves it out of the sum over reward functions.
 
   accuracy_reward  1 if the extracted answer verifies against the problem, else 0 (R1 sec. 2.2.2)
   format_reward    1 if the completion is exactly <think> ... </think> <answer> ... </answer>
+  language_reward  the share of the reasoning's notation-bearing words written in the prompt's
+                   notation (R1 sec. 2.3.2's language-consistency reward, summed with accuracy);
+                   0 for reasoning with no such word
+These three are rule rewards for reasoning prompts: on other prompts (instruction tasks, R1's general
+data) they return None, and the learned reward model (`models/reward_model.py`, reward name
+`helpfulness`) scores those instead, as in R1 sec. 2.3.4.
 
 `with_timeout` runs a reward call in a worker thread and gives up after `seconds`: the step goes on
 with None for that call's completions. A Python thread cannot be killed, so a verifier that never
@@ -22,7 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from r1flow.data.verify import extract_answer, format_ok, verify
+from r1flow.data.notation import notation_share
+from r1flow.data.verify import extract_answer, format_ok, reasoning_text, verify
 
 log = logging.getLogger("r1flow.rewards")
 RewardFn = Callable[..., list]
@@ -36,8 +43,10 @@ def _text(c: Any) -> str:
 def accuracy_reward(completions: list, family: list[str], answer: list[str], meta: list[str],
                     kind: list[str] | None = None, **_: Any) -> list[float | None]:
     out: list[float | None] = []
-    kinds = kind or ["reasoning"] * len(completions)
-    for c, fam, gold, m, k in zip(completions, family, answer, meta, kinds):
+    for c, fam, gold, m, k in zip(completions, family, answer, meta, _kinds(kind, completions)):
+        if k != "reasoning":
+            out.append(None)
+            continue
         pred = extract_answer(_text(c), k)
         if pred is None:
             out.append(0.0)  # no answer given: scorable, and wrong
@@ -52,11 +61,30 @@ def accuracy_reward(completions: list, family: list[str], answer: list[str], met
     return out
 
 
-def format_reward(completions: list, **_: Any) -> list[float | None]:
-    return [1.0 if format_ok(_text(c)) else 0.0 for c in completions]
+def format_reward(completions: list, kind: list[str] | None = None, **_: Any) -> list[float | None]:
+    return [None if k != "reasoning" else 1.0 if format_ok(_text(c)) else 0.0
+            for c, k in zip(completions, _kinds(kind, completions))]
 
 
-REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward}
+def language_reward(completions: list, notation: list[str], kind: list[str] | None = None,
+                    **_: Any) -> list[float | None]:
+    out: list[float | None] = []
+    for c, target, k in zip(completions, notation, _kinds(kind, completions)):
+        if k != "reasoning":
+            out.append(None)
+            continue
+        share = notation_share(reasoning_text(_text(c)), target)
+        out.append(0.0 if share is None else share)
+    return out
+
+
+def _kinds(kind: list[str] | None, completions: list) -> list[str]:
+    return kind or ["reasoning"] * len(completions)
+
+
+REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward, "language": language_reward}
+# Rewards a stage builds from one of its input artifacts (the reward model), not from this module.
+LEARNED_REWARDS = ("helpfulness",)
 
 
 class RewardTimer:
@@ -87,7 +115,7 @@ def with_timeout(fn: RewardFn, seconds: float, timer: RewardTimer | None = None,
                 box["err"] = e
 
         t0 = time.perf_counter()
-        worker = threading.Thread(target=run, name=f"reward-{fn.__name__}", daemon=True)
+        worker = threading.Thread(target=run, name=f"reward-{label}", daemon=True)
         worker.start()
         worker.join(seconds)
         if timer:
@@ -105,6 +133,6 @@ def with_timeout(fn: RewardFn, seconds: float, timer: RewardTimer | None = None,
             raise ValueError(f"reward {label} returned {len(out)} scores for {len(completions)} completions")
         return out
 
-    wrapped.__name__ = fn.__name__
-    wrapped.__qualname__ = fn.__qualname__
+    wrapped.__name__ = getattr(fn, "__name__", label)
+    wrapped.__qualname__ = getattr(fn, "__qualname__", label)
     return wrapped

@@ -19,6 +19,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "prompts": ("id", "family", "level", "kind", "notation", "question", "answer", "solution", "split", "meta"),
     "eval_samples": ("checkpoint", "problem_id", "family", "sample", "completion", "answer", "correct"),
     "eval_summary": ("checkpoint", "family", "problems", "k", "pass@1", "ci_low", "ci_high", "cons@k"),
+    # SFT data (cold start, the rejection-sampled mixture): one prompt-response pair per row.
+    "sft_samples": ("problem_id", "family", "kind", "notation", "question", "response", "source"),
+    # Every sampled completion with the filters' verdict (data/filters.py: Verdict.as_row).
+    "judged_samples": ("problem_id", "family", "question", "completion", "source", "filter/keep", "filter/reason"),
+    "preference_pairs": ("problem_id", "family", "question", "chosen", "rejected", "source", "split"),
 }
 
 

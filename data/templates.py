@@ -55,5 +55,11 @@ def r1_zero_messages(question: str) -> list[dict]:
     return [{"role": "system", "content": R1_ZERO_SYSTEM}, {"role": "user", "content": question}]
 
 
+def prompt_messages(question: str, kind: str = "reasoning") -> list[dict]:
+    """How every stage asks a problem: reasoning problems under the R1-Zero template, anything else
+    (instruction tasks, R1's "non-reasoning data") as a plain user turn."""
+    return r1_zero_messages(question) if kind == "reasoning" else [{"role": "user", "content": question}]
+
+
 def tagged_response(reasoning: str, answer: str) -> str:
     return f"{THINK_OPEN} {reasoning} {THINK_CLOSE} {ANSWER_OPEN} {answer} {ANSWER_CLOSE}"

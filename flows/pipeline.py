@@ -19,6 +19,8 @@ from r1flow.tasks.common import log, publish_markdown
 from r1flow.tasks.evaluate import evaluate_task, publish_comparison
 from r1flow.tasks.plan import publish_plan
 from r1flow.tasks.pretrain import pretrain_task
+from r1flow.tasks.r1 import (cold_start_task, final_rl_task, reasoning_rl_task, rejection_sampling_task,
+                             reward_model_task, sft_cold_task, sft_mix_task)
 from r1flow.tasks.r1_zero import r1_zero_task
 from r1flow.tasks.tokenizer import tokenizer_task
 from r1flow.tasks.world import world_task
@@ -29,12 +31,26 @@ STAGES: dict[str, tuple[str, list[str]]] = {
     "tokenizer": ("train the BPE tokenizer with chat template and <think>/<answer> tokens", ["world"]),
     "pretrain": ("pretrain the DeepSeek-V3-style MoE base model (or import your own)", ["world", "tokenizer"]),
     "r1_zero": ("GRPO from the base with rule rewards (accuracy + format), vLLM rollouts", ["pretrain", "world"]),
-    "evaluate": ("pass@1 / cons@k on held-out problems for every checkpoint", ["pretrain", "r1_zero", "world"]),
+    "cold_start": ("sample long CoT from R1-Zero, keep correct and readable ones, rewrite, data card",
+                   ["r1_zero", "world"]),
+    "sft_cold": ("SFT of the base model on the cold-start data", ["pretrain", "cold_start"]),
+    "reasoning_rl": ("GRPO from sft_cold: accuracy + format + language consistency", ["sft_cold", "world"]),
+    "rejection_sampling": ("sample reasoning_rl, keep correct and readable; add non-reasoning data: the SFT mixture",
+                           ["reasoning_rl", "world"]),
+    "sft_mix": ("SFT of the base model on the mixture", ["pretrain", "rejection_sampling"]),
+    "reward_model": ("helpfulness reward model (TRL RewardTrainer) on checkable preference pairs",
+                     ["sft_mix", "world"]),
+    "final_rl": ("GRPO from sft_mix over all prompts: rule rewards + the reward model; the R1 checkpoint",
+                 ["sft_mix", "reward_model", "world"]),
+    "evaluate": ("pass@1 / cons@k on held-out problems for every checkpoint",
+                 ["pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "final_rl", "world"]),
 }
-StageName = Literal["world", "tokenizer", "pretrain", "r1_zero", "evaluate"]
+StageName = Literal["world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",
+                    "rejection_sampling", "sft_mix", "reward_model", "final_rl", "evaluate"]
 # Checkpoint-producing stages, in order; evaluate scores each one the run has.
-CHECKPOINTS = ["pretrain", "r1_zero"]
-LABELS = {"pretrain": "base", "r1_zero": "r1_zero"}
+CHECKPOINTS = ["pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "final_rl"]
+LABELS = {"pretrain": "base", "r1_zero": "r1_zero", "sft_cold": "sft_cold", "reasoning_rl": "reasoning_rl",
+          "sft_mix": "sft_mix", "final_rl": "r1"}
 
 
 class RunOptions(BaseModel):
@@ -71,6 +87,15 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
     go("tokenizer", tokenizer_task, recipe.tokenizer, refs.get("world"))
     go("pretrain", pretrain_task, recipe.pretrain, refs.get("world"), refs.get("tokenizer"))
     go("r1_zero", r1_zero_task, recipe.r1_zero, refs.get("pretrain"), refs.get("world"))
+    go("cold_start", cold_start_task, recipe.cold_start, refs.get("r1_zero"), refs.get("world"))
+    go("sft_cold", sft_cold_task, recipe.sft_cold, refs.get("pretrain"), refs.get("cold_start"))
+    go("reasoning_rl", reasoning_rl_task, recipe.reasoning_rl, refs.get("sft_cold"), refs.get("world"))
+    go("rejection_sampling", rejection_sampling_task, recipe.rejection_sampling, refs.get("reasoning_rl"),
+       refs.get("world"))
+    go("sft_mix", sft_mix_task, recipe.sft_mix, refs.get("pretrain"), refs.get("rejection_sampling"))
+    if "helpfulness" in recipe.final_rl.rewards:
+        go("reward_model", reward_model_task, recipe.reward_model, refs.get("sft_mix"), refs.get("world"))
+    go("final_rl", final_rl_task, recipe.final_rl, refs.get("sft_mix"), refs.get("reward_model"), refs.get("world"))
     if opts.mode("evaluate") != "skip":
         for stage in CHECKPOINTS:
             if stage in refs:
@@ -129,5 +154,12 @@ world_flow = _stage_flow("world")
 tokenizer_flow = _stage_flow("tokenizer")
 pretrain_flow = _stage_flow("pretrain")
 r1_zero_flow = _stage_flow("r1_zero")
+cold_start_flow = _stage_flow("cold_start")
+sft_cold_flow = _stage_flow("sft_cold")
+reasoning_rl_flow = _stage_flow("reasoning_rl")
+rejection_sampling_flow = _stage_flow("rejection_sampling")
+sft_mix_flow = _stage_flow("sft_mix")
+reward_model_flow = _stage_flow("reward_model")
+final_rl_flow = _stage_flow("final_rl")
 evaluate_flow = _stage_flow("evaluate")
 STAGE_FLOWS = {s: globals()[f"{s}_flow"] for s in STAGES}

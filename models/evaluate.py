@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from r1flow.data.metrics import bootstrap_ci, cons_at_k, pass_at_1
 from r1flow.data.notation import notation_share
-from r1flow.data.templates import r1_zero_messages
+from r1flow.data.templates import prompt_messages
 from r1flow.data.verify import extract_answer, format_ok, normalize, reasoning_text, verify
 from r1flow.models.engine import EngineConfig, RolloutEngine, SamplingConfig
 
@@ -32,9 +32,8 @@ class EvalConfig(BaseModel):
 
 
 def build_prompt(row: dict, tokenizer) -> str:
-    msgs = r1_zero_messages(row["question"]) if row["kind"] == "reasoning" else \
-        [{"role": "user", "content": row["question"]}]
-    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template(prompt_messages(row["question"], row["kind"]), add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def select(rows: list[dict], cfg: EvalConfig) -> list[dict]:

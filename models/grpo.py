@@ -28,8 +28,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from r1flow.data.notation import dominant_notation
-from r1flow.data.rewards import REWARDS, RewardTimer, with_timeout
-from r1flow.data.templates import r1_zero_messages
+from r1flow.data.rewards import LEARNED_REWARDS, REWARDS, RewardFn, RewardTimer, with_timeout
+from r1flow.data.templates import prompt_messages
 from r1flow.data.verify import reasoning_text
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 from r1flow.models.engine import EngineConfig, SamplingConfig, check_checkpoint
@@ -72,9 +72,10 @@ class GRPOStageConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "GRPOStageConfig":
-        unknown = set(self.rewards) - set(REWARDS)
+        known = set(REWARDS) | set(LEARNED_REWARDS)
+        unknown = set(self.rewards) - known
         if unknown:
-            raise ValueError(f"rewards: unknown reward(s) {sorted(unknown)}; known: {sorted(REWARDS)}")
+            raise ValueError(f"rewards: unknown reward(s) {sorted(unknown)}; known: {sorted(known)}")
         if not self.rewards:
             raise ValueError("rewards: at least one reward is needed")
         bad = set(self.families) - set(REASONING_FAMILIES + INSTRUCTION_FAMILIES)
@@ -110,7 +111,7 @@ def build_prompt_dataset(rows: list[dict], tokenizer, cfg: GRPOStageConfig):
     if not keep:
         raise ValueError(f"no RL prompts for families {cfg.families}")
     return datasets.Dataset.from_list([{
-        "prompt": tokenizer.apply_chat_template(r1_zero_messages(r["question"]), add_generation_prompt=True,
+        "prompt": tokenizer.apply_chat_template(prompt_messages(r["question"], r["kind"]), add_generation_prompt=True,
                                                 tokenize=False),
         "id": r["id"], "family": r["family"], "answer": r["answer"], "meta": r["meta"], "kind": r["kind"],
         "notation": r["notation"], "question": r["question"]} for r in keep])
@@ -173,15 +174,21 @@ def trainer_logprobs(model, prompt_ids: list[int], completion_ids: list[int]) ->
 
 
 def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_dir: Path, work: Path,
-             on_step: Callable[[dict], None] | None = None, stage: str = "grpo") -> dict:
+             on_step: Callable[[dict], None] | None = None, stage: str = "grpo",
+             learned_rewards: dict[str, RewardFn] | None = None) -> dict:
     """Train with GRPO from the checkpoint in `base_dir`; write a Hugging Face checkpoint to `out_dir`
-    with `r1flow/metrics.parquet`, `r1flow/rollouts.parquet` and the curves. Returns the summary."""
+    with `r1flow/metrics.parquet`, `r1flow/rollouts.parquet` and the curves. Returns the summary.
+    `learned_rewards` supplies the rewards named in LEARNED_REWARDS (e.g. the reward model's scorer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
     from r1flow.models.plots import plot_rl_curves
 
+    fns = {n: (learned_rewards or {}).get(n) or REWARDS.get(n) for n in cfg.rewards}
+    missing = [n for n, f in fns.items() if f is None]
+    if missing:
+        raise ValueError(f"{stage}: reward(s) {missing} need a reward model input; this stage has none")
     work.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     dataset = build_prompt_dataset(prompt_rows, tok, cfg)
@@ -245,7 +252,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
     def recorded(name: str):
-        fn = with_timeout(REWARDS[name], cfg.reward_timeout_s, timer, name=name)
+        fn = with_timeout(fns[name], cfg.reward_timeout_s, timer, name=name)
         streak = [0]
 
         def reward(completions, **columns):

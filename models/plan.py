@@ -160,9 +160,52 @@ def generation_estimate(model: ModelShape, vocab: int, sequences: int, max_token
                          plan.price_per_gpu_hour, mem, f"MFU {plan.rollout_mfu:.0%}")
 
 
-def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int = 2) -> dict:
+def sft_estimate(model: ModelShape, vocab: int, sequences: float, seq_len: int, plan: PlanConfig, peak: float,
+                 stage: str) -> StageEstimate:
+    """Supervised training over `sequences` sequences of about `seq_len` tokens (epochs included)."""
+    tokens = sequences * seq_len
+    flops = model.train_flops_per_token(vocab, seq_len) * tokens
+    return StageEstimate(stage, tokens, flops, _hours(flops, plan, plan.mfu, peak), plan.gpus, plan.price_per_gpu_hour,
+                         training_memory_gib(model.param_counts(vocab)["total"], plan), f"MFU {plan.mfu:.0%}")
+
+
+def _r1_path(recipe, model: ModelShape, vocab: int, plan: PlanConfig, peak: float) -> list[StageEstimate]:
+    """Stages 3-8. SFT and reward-model data sizes are upper bounds (every prompt yields its maximum
+    number of kept samples or pairs); sequence length is the prompt plus the filled completion."""
+    from r1flow.data.world import INSTRUCTION_FAMILIES
+
+    out = []
+    seq = int(plan.prompt_tokens + recipe.cold_start.sampling.max_tokens * plan.completion_fill)
+    for name, sft_name in (("cold_start", "sft_cold"), ("rejection_sampling", "sft_mix")):
+        c = getattr(recipe, name)
+        prompts = len(c.families) * c.prompts_per_family
+        out.append(generation_estimate(model, vocab, prompts * c.sampling.n, c.sampling.max_tokens, plan, peak, name))
+        samples = prompts * c.max_per_prompt
+        if name == "rejection_sampling":
+            samples /= 1 - c.non_reasoning_share
+        out.append(sft_estimate(model, vocab, samples * getattr(recipe, sft_name).epochs, seq, plan, peak, sft_name))
+        if name == "cold_start":
+            r = recipe.reasoning_rl
+            out.append(rl_estimate(model, vocab, r.steps, r.prompts_per_step * r.num_generations,
+                                   r.max_completion_length, r.beta, plan, peak, "reasoning_rl"))
+    if "helpfulness" in recipe.final_rl.rewards:
+        rm = recipe.reward_model
+        prompts = len([f for f in rm.families if f in INSTRUCTION_FAMILIES]) * rm.prompts_per_family
+        sampled = generation_estimate(model, vocab, prompts * rm.sampling.n, rm.sampling.max_tokens, plan, peak, "")
+        trained = sft_estimate(model, vocab, prompts * rm.pairs_per_prompt * 2 * rm.epochs,
+                               int(plan.prompt_tokens + rm.sampling.max_tokens), plan, peak, "")
+        out.append(StageEstimate("reward_model", sampled.tokens + trained.tokens, sampled.flops + trained.flops,
+                                 sampled.gpu_hours + trained.gpu_hours, plan.gpus, plan.price_per_gpu_hour,
+                                 trained.memory_gib, "policy answers + pair training"))
+    f = recipe.final_rl
+    out.append(rl_estimate(model, vocab, f.steps, f.prompts_per_step * f.num_generations, f.max_completion_length,
+                           f.beta, plan, peak, "final_rl"))
+    return out
+
+
+def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int = 6) -> dict:
     """Every stage of `recipe` (an r1flow.recipe.Recipe) that costs compute, with parameter counts.
-    Evaluation is counted once per checkpoint it scores (today the base and R1-Zero)."""
+    Evaluation is counted once per checkpoint it scores (base, R1-Zero, the two SFT and two RL checkpoints)."""
     from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 
     plan: PlanConfig = recipe.plan
@@ -177,6 +220,7 @@ def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int = 
     rz = recipe.r1_zero
     stages.append(rl_estimate(model, vocab, rz.steps, rz.prompts_per_step * rz.num_generations,
                               rz.max_completion_length, rz.beta, plan, peak, "r1_zero"))
+    stages += _r1_path(recipe, model, vocab, plan, peak)
     ev = recipe.evaluate
     fams = ev.families or REASONING_FAMILIES + INSTRUCTION_FAMILIES
     stages.append(generation_estimate(model, vocab, evaluated_checkpoints * len(fams) * ev.max_per_family * ev.sampling.n,

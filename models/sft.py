@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from r1flow.data.templates import r1_zero_messages
+from r1flow.data.templates import prompt_messages
 
 
 class SFTStageConfig(BaseModel):
@@ -50,9 +50,8 @@ def sft_dataset(samples: list[dict]):
         raise ValueError("SFT needs at least one sample")
     rows = []
     for s in samples:
-        prompt = r1_zero_messages(s["question"]) if s.get("kind", "reasoning") == "reasoning" \
-            else [{"role": "user", "content": s["question"]}]
-        rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": s["response"]}]})
+        rows.append({"prompt": prompt_messages(s["question"], s.get("kind", "reasoning")),
+                     "completion": [{"role": "assistant", "content": s["response"]}]})
     return datasets.Dataset.from_list(rows)
 
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from r1flow.data.world import WorldConfig
+from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES, WorldConfig
+from r1flow.models.collect import CollectConfig, RejectionConfig
 from r1flow.models.evaluate import EvalConfig
 from r1flow.models.grpo import GRPOStageConfig
 from r1flow.models.plan import PlanConfig
 from r1flow.models.pretrain import PretrainConfig
+from r1flow.models.reward_model import RewardModelConfig
+from r1flow.models.sft import SFTStageConfig
 from r1flow.models.tokenizer import TokenizerConfig
 
 DEFAULT_STORE = "./artifacts"
@@ -58,6 +61,28 @@ class Recipe(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Stage 1: MoE base model.")
     r1_zero: GRPOStageConfig = Field(default_factory=GRPOStageConfig,
                                      description="Stage 2: R1-Zero, GRPO from the base with rule rewards.")
+    cold_start: CollectConfig = Field(
+        default_factory=CollectConfig,
+        description="Stage 3: long CoT sampled from R1-Zero, kept if correct and readable, rewritten.")
+    sft_cold: SFTStageConfig = Field(default_factory=SFTStageConfig,
+                                     description="Stage 4: SFT of the base model on the cold-start data.")
+    reasoning_rl: GRPOStageConfig = Field(
+        default_factory=lambda: GRPOStageConfig(rewards={"accuracy": 1.0, "format": 1.0, "language": 1.0}),
+        description="Stage 5: GRPO from sft_cold, rule rewards + language consistency.")
+    rejection_sampling: RejectionConfig = Field(
+        default_factory=RejectionConfig,
+        description="Stage 6: reasoning samples from reasoning_rl plus non-reasoning data, the SFT mixture.")
+    sft_mix: SFTStageConfig = Field(default_factory=SFTStageConfig,
+                                    description="Stage 7: SFT of the base model on the mixture.")
+    reward_model: RewardModelConfig = Field(
+        default_factory=RewardModelConfig,
+        description="Stage 8a: helpfulness reward model (TRL RewardTrainer) on checkable preference pairs.")
+    final_rl: GRPOStageConfig = Field(
+        default_factory=lambda: GRPOStageConfig(
+            rewards={"accuracy": 1.0, "format": 1.0, "language": 1.0, "helpfulness": 1.0},
+            families=list(REASONING_FAMILIES + INSTRUCTION_FAMILIES)),
+        description="Stage 8: GRPO from sft_mix over all scenarios: rule rewards for reasoning prompts, the "
+                    "reward model for general ones. Its output is the R1 checkpoint.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation.")
     plan: PlanConfig = Field(default_factory=PlanConfig,
                              description="Hardware and cost assumptions of `r1flow plan`; changes no artifact.")
@@ -66,10 +91,14 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":
-        if self.pretrain.import_from is None and self.evaluate.engine.max_model_len > \
-                self.pretrain.model.max_position_embeddings:
-            raise ValueError(f"evaluate.engine.max_model_len={self.evaluate.engine.max_model_len} exceeds "
-                             f"pretrain.model.max_position_embeddings={self.pretrain.model.max_position_embeddings}")
+        if self.pretrain.import_from is None:
+            limit = self.pretrain.model.max_position_embeddings
+            for name in ("r1_zero", "cold_start", "reasoning_rl", "rejection_sampling", "reward_model", "final_rl",
+                         "evaluate"):
+                n = getattr(self, name).engine.max_model_len
+                if n > limit:
+                    raise ValueError(f"{name}.engine.max_model_len={n} exceeds "
+                                     f"pretrain.model.max_position_embeddings={limit}")
         return self
 
     def store_root(self) -> str:

@@ -64,8 +64,9 @@ def comparison_rows(evals: dict[str, dict]) -> list[dict]:
             if r is None:
                 continue
             row = {"family": fam, "checkpoint": lb, "pass@1": r["pass@1"], "ci_low": r["ci_low"],
-                   "ci_high": r["ci_high"], "format_rate": r["format_rate"], "mean_length": r["mean_length"],
-                   "delta": None, "delta_low": None, "delta_high": None}
+                   "ci_high": r["ci_high"], "cons@k": r["cons@k"], "format_rate": r["format_rate"],
+                   "mean_length": r["mean_length"], "eos_rate": r.get("eos_rate"),
+                   "lang_consistency": r.get("lang_consistency"), "delta": None, "delta_low": None, "delta_high": None}
             if lb != first:
                 d, lo, hi, _ = metrics.paired_diff_ci(_per_problem(evals[lb]["samples"], fam),
                                                       _per_problem(evals[first]["samples"], fam))
@@ -79,18 +80,45 @@ def comparison_markdown(evals: dict[str, dict]) -> str:
     each later checkpoint's paired pass@1 difference to the first (the base model)."""
     labels = list(evals)
     first = labels[0]
-    head = "| family | checkpoint | pass@1 [95% CI] | vs " + first + " [95% CI] | format | mean len |\n" \
-           "|---|---|---|---|---|---|\n"
+    head = "| family | checkpoint | pass@1 [95% CI] | vs " + first + " [95% CI] | cons@k | format | mean len | EOS " \
+           "| lang. consistency |\n|---|---|---|---|---|---|---|---|---|\n"
     body = ""
     for r in comparison_rows(evals):
         delta = "-" if r["delta"] is None else (
             f"{r['delta']:+.3f} [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]"
             + (" **up**" if r["delta_low"] > 0 else " **down**" if r["delta_high"] < 0 else ""))
+        lang = "-" if r["lang_consistency"] is None else f"{r['lang_consistency']:.3f}"
+        eos = "-" if r["eos_rate"] is None else f"{r['eos_rate']:.3f}"
         body += (f"| {r['family']} | {r['checkpoint']} | {r['pass@1']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
-                 f"| {delta} | {r['format_rate']:.2f} | {r['mean_length']:.1f} |\n")
+                 f"| {delta} | {r['cons@k']:.3f} | {r['format_rate']:.2f} | {r['mean_length']:.1f} | {eos} | {lang} |\n")
     return (f"# Held-out evaluation, all checkpoints\n\n{head}{body}\n"
             f"'vs {first}': paired difference in pass@1 over the same problems; **up**/**down** when its 95% "
-            "bootstrap interval excludes 0.\n")
+            "bootstrap interval excludes 0.\n" + vs_r1_zero_markdown(evals))
+
+
+def vs_r1_zero_markdown(evals: dict[str, dict]) -> str:
+    """The R1 path against R1-Zero on all reasoning problems (R1 sec. 2.3: readable, one language, at no
+    loss in accuracy): paired pass@1 difference and language consistency of each later checkpoint."""
+    labels = list(evals)
+    if "r1_zero" not in labels or labels[-1] == "r1_zero":
+        return ""
+    ref = next(r for r in evals["r1_zero"]["summary"] if r["family"] == ev.REASONING_ALL)
+    rows = ""
+    for lb in labels[labels.index("r1_zero") + 1:]:
+        r = next((x for x in evals[lb]["summary"] if x["family"] == ev.REASONING_ALL), None)
+        if r is None:
+            continue
+        d, lo, hi, _ = metrics.paired_diff_ci(_per_problem(evals[lb]["samples"], ev.REASONING_ALL),
+                                              _per_problem(evals["r1_zero"]["samples"], ev.REASONING_ALL))
+        lang = "-" if r.get("lang_consistency") is None else f"{r['lang_consistency']:.3f}"
+        rows += (f"| {lb} | {r['pass@1']:.3f} | {d:+.3f} [{lo:+.3f}, {hi:+.3f}] | {lang} | "
+                 f"{r['format_rate']:.2f} | {r['mean_length']:.1f} |\n")
+    ref_lang = "-" if ref.get("lang_consistency") is None else f"{ref['lang_consistency']:.3f}"
+    return ("\n## The R1 path vs R1-Zero, all reasoning problems\n\n"
+            "| checkpoint | pass@1 | vs r1_zero [95% CI] | lang. consistency | format | mean len |\n"
+            "|---|---|---|---|---|---|\n"
+            f"| r1_zero | {ref['pass@1']:.3f} | | {ref_lang} | {ref['format_rate']:.2f} | {ref['mean_length']:.1f} |\n"
+            + rows)
 
 
 def load_evals(refs: dict[str, ArtifactRef | str]) -> dict[str, dict]:

@@ -26,8 +26,9 @@ def measured_seconds(store: ArtifactStore, refs: dict[str, ArtifactRef]) -> dict
 def latest_refs(store: ArtifactStore, recipe) -> dict[str, ArtifactRef]:
     """The newest artifact of each stage whose manifest config equals the recipe's section (for
     `r1flow plan` after a run; evaluate artifacts are keyed by the checkpoint they scored)."""
-    sections = {"world": recipe.world, "tokenizer": recipe.tokenizer, "pretrain": recipe.pretrain,
-                "r1_zero": recipe.r1_zero, "evaluate": recipe.evaluate}
+    from r1flow.flows.pipeline import STAGES
+
+    sections = {stage: getattr(recipe, stage) for stage in STAGES}
     refs: dict[str, ArtifactRef] = {}
     for m in store.list():  # oldest first: later ones win
         sec = sections.get(m.stage)

@@ -27,11 +27,11 @@ def curves_markdown(stage: str, summary: dict, png: Path) -> str:
 
 
 def build_rl(stage: str, cfg: grpo.GRPOStageConfig, policy: ArtifactRef, world_ref: ArtifactRef, out: Path,
-             summary: dict, work: Path) -> None:
+             summary: dict, work: Path, learned_rewards: dict | None = None) -> None:
     rows = read_rows(world_ref.file("rl.parquet"), "prompts")
     progress = Progress(stage, cfg.steps)
     summary |= grpo.run_grpo(cfg, Path(policy.path), rows, out, work, on_step=lambda m: progress.update(m["step"]),
-                             stage=stage)
+                             stage=stage, learned_rewards=learned_rewards)
     publish_markdown(f"r1flow-{stage}-curves", curves_markdown(stage, summary, out / "r1flow" / "curves.png"),
                      f"{stage}: training curves (R1 paper Figures 2-3 analogue)")
 

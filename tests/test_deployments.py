@@ -14,7 +14,9 @@ from r1flow.flows.deployments import register, start_worker, stop
 from r1flow.recipe import ScheduleConfig, load_recipe
 
 pytestmark = pytest.mark.slow
-STAGE_DEPLOYMENTS = {f"r1flow-{s}" for s in ("world", "tokenizer", "pretrain", "r1_zero", "evaluate")}
+STAGE_DEPLOYMENTS = {f"r1flow-{s}" for s in ("world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold",
+                                             "reasoning_rl", "rejection_sampling", "sft_mix", "reward_model",
+                                             "final_rl", "evaluate")}
 
 
 def _worker_env() -> dict:
@@ -60,7 +62,7 @@ def test_pipeline_deployment_runs_on_a_worker_and_its_artifacts_are_in_the_api(s
     before = {m.id for m in ArtifactStore(store_root).list()}
     recipe = recipe.model_copy(update={"schedule": ScheduleConfig(cron="0 3 * * 0", active=False)})
     ids = register(recipe, work_pool="r1flow-test-a")
-    assert len(ids) == 6
+    assert len(ids) == 1 + len(STAGE_DEPLOYMENTS)
     with get_client(sync_client=True) as client:
         deps = {client.read_flow(d.flow_id).name: d for d in client.read_deployments()
                 if d.work_pool_name == "r1flow-test-a"}

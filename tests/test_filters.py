@@ -56,3 +56,14 @@ def test_card_counts_first_reasons_and_duplicates():
     assert c["samples"] == len(CASES) and c["kept"] == 3
     assert c["removed"]["wrong_answer"] == 2 and c["removed"]["missing_tags"] == 3
     assert c["removed"]["mixed_notation"] == c["removed"]["repetition"] == c["removed"]["over_length"] == 1
+
+
+def test_checks_choose_which_filters_apply():
+    bad_and_mixed = "<think> 8 * 7 = 56. two plus fifty six equals fifty nine. </think> <answer> 59 </answer>"
+    assert judge(bad_and_mixed, SYM).reason == "wrong_answer"
+    assert judge(bad_and_mixed, SYM, FilterConfig(checks=["mixed_notation"])).reason == "mixed_notation"
+    assert judge(bad_and_mixed, SYM, FilterConfig(checks=["repetition", "over_length"])).keep
+    # One notation throughout is the default; a looser share is a setting.
+    mostly = "<think> 8 * 7 = 56. 2 + 56 = 58 fifty eight. </think> <answer> 58 </answer>"
+    assert judge(mostly, SYM).reason == "mixed_notation"
+    assert judge(mostly, SYM, FilterConfig(min_notation_share=0.7)).keep

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.slow
 
 def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     recipe, store_root, paths = smoke_run
-    assert set(paths) == {"world", "tokenizer", "pretrain", "r1_zero", "evaluate:base", "evaluate:r1_zero"}
+    assert set(paths) == {"world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",
+                          "rejection_sampling", "sft_mix", "reward_model", "final_rl", "evaluate:base",
+                          "evaluate:r1_zero", "evaluate:sft_cold", "evaluate:reasoning_rl", "evaluate:sft_mix",
+                          "evaluate:r1"}
     store = ArtifactStore(store_root)
     ids = {k: p.rsplit("/", 1)[-1] for k, p in paths.items()}
     for art_id in ids.values():
@@ -31,6 +34,23 @@ def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     assert [m.stage for m in store.ancestry(ids["evaluate:base"])] == ["world", "tokenizer", "pretrain", "evaluate"]
     assert store.manifest(ids["r1_zero"]).parents == [ids["pretrain"], ids["world"]]
     assert set(store.manifest(ids["evaluate:r1_zero"]).parents) == {ids["r1_zero"], ids["world"]}
+    # The R1 path: each stage's parents, in the order the DAG declares them.
+    for stage, parents in {"cold_start": ["r1_zero", "world"], "sft_cold": ["pretrain", "cold_start"],
+                           "reasoning_rl": ["sft_cold", "world"], "rejection_sampling": ["reasoning_rl", "world"],
+                           "sft_mix": ["pretrain", "rejection_sampling"], "reward_model": ["sft_mix", "world"],
+                           "final_rl": ["sft_mix", "reward_model", "world"]}.items():
+        assert store.manifest(ids[stage]).parents == [ids[p] for p in parents], stage
+    assert set(store.manifest(ids["evaluate:r1"]).parents) == {ids["final_rl"], ids["world"]}
+    for stage in ("cold_start", "rejection_sampling"):
+        assert (store_root / "objects" / ids[stage] / "card.md").read_text().startswith("# Data card")
+        rows = read_rows(f"{paths[stage]}/samples.parquet", "sft_samples")
+        assert rows and all(r["response"] for r in rows)
+    mix = read_rows(f"{paths['rejection_sampling']}/samples.parquet", "sft_samples")
+    assert {r["kind"] for r in mix} == {"reasoning", "instruction"}
+    pairs = read_rows(f"{paths['reward_model']}/r1flow/pairs.parquet", "preference_pairs")
+    assert {r["split"] for r in pairs} == {"train", "heldout"}
+    for stage in ("sft_cold", "reasoning_rl", "sft_mix", "final_rl"):
+        AutoModelForCausalLM.from_pretrained(paths[stage])
     AutoModelForCausalLM.from_pretrained(paths["r1_zero"])
     assert "pretrain" in tree(store, ids["evaluate:base"]) and "-->" in mermaid(store.ancestry(ids["evaluate:base"]))
     # Payloads load with the tools users have.
@@ -91,7 +111,8 @@ def test_from_until_and_force(smoke_run, tmp_path):
 
 def test_each_stage_has_its_own_flow(smoke_run):
     recipe, _, paths = smoke_run
-    assert set(STAGE_FLOWS) == {"world", "tokenizer", "pretrain", "r1_zero", "evaluate"}
+    assert set(STAGE_FLOWS) == {"world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",
+                                "rejection_sampling", "sft_mix", "reward_model", "final_rl", "evaluate"}
     assert STAGE_FLOWS["tokenizer"](recipe=recipe)["tokenizer"] == paths["tokenizer"]
 
 

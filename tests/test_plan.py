@@ -108,10 +108,12 @@ def test_plan_after_a_run_shows_estimate_next_to_measured(smoke_run):
     measured = measured_seconds(store, refs)
     # evaluate's time is the sum over the checkpoints it scored, each from its own manifest.
     assert measured["evaluate"] == pytest.approx(sum(store.manifest(refs[k].id).summary["seconds"]
-                                                     for k in ("evaluate:base", "evaluate:r1_zero")))
+                                                     for k in refs if k.startswith("evaluate:")))
+    assert len([k for k in refs if k.startswith("evaluate:")]) == 6
     estimates = {e.stage: e.wall_hours * 3600 for e in plan.plan_recipe(recipe)["stages"]}
     text = plan_markdown(recipe, refs, store)
-    for stage in ("pretrain", "r1_zero", "evaluate"):
+    for stage in ("pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl", "rejection_sampling", "sft_mix",
+                  "reward_model", "final_rl", "evaluate"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {stage} |"))
         assert "not run" not in row
         ratio = float(row.rstrip(" |").split("|")[-1])

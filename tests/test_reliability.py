@@ -268,8 +268,9 @@ def test_cli_turns_a_failed_run_into_a_message_and_exit_1(store_copy):
 
 # ---- crashes and concurrency -------------------------------------------------------------------
 
-STAGE_MARK = {"world": "Task run 'world-", "tokenizer": "Task run 'tokenizer-", "pretrain": "Task run 'pretrain-",
-              "r1_zero": "Task run 'r1_zero-", "evaluate": "Task run 'evaluate-"}
+STAGE_MARK = {s: f"Task run '{s}-" for s in ("world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold",
+                                             "reasoning_rl", "rejection_sampling", "sft_mix", "reward_model",
+                                             "final_rl", "evaluate")}
 
 
 def _cli(store: Path, *extra: str) -> subprocess.Popen:
@@ -320,7 +321,7 @@ def test_sigkill_inside_every_stage_never_leaves_a_partial_artifact(smoke_run, t
         proc.wait()
         proc.stdout.close()
         _assert_whole(root)
-    assert len(killed_in) >= 8, killed_in  # most kills landed while the run was still going
+    assert len(killed_in) >= 14, killed_in  # most kills landed while the run was still going
     final = _cli(root)
     log = final.communicate(timeout=900)[0]
     assert final.returncode == 0, log[-3000:]
