@@ -105,6 +105,11 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(samples), processing_class=tok,
                          callbacks=[Log()])
+    # TRL drops examples whose completion truncation removed entirely (a prompt alone at max_length).
+    kept = len(trainer.train_dataset)
+    if kept == 0:
+        raise ValueError(f"{stage}: TRL dropped all {len(samples)} samples: their prompts alone fill "
+                         f"{stage}.max_length={cfg.max_length} tokens, leaving no completion to learn; raise it")
     eos_share = eos_in_loss_share(trainer, tok.eos_token_id)
     trainer.train(resume_from_checkpoint=last)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +122,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
     pq.write_table(pa.Table.from_pylist(metrics), extra / "metrics.parquet")
     plot_loss(metrics, extra / "loss.png", title=f"{stage}: training loss")
     k = max(1, len(metrics) // 10)
-    return {"samples": len(samples), "steps": trainer.state.global_step, "epochs": cfg.epochs,
+    return {"samples": len(samples), "samples_dropped_by_truncation": len(samples) - kept,
+            "steps": trainer.state.global_step, "epochs": cfg.epochs,
             "loss_first_10pct": sum(m["train/loss"] for m in metrics[:k]) / k,
             "loss_last_10pct": sum(m["train/loss"] for m in metrics[-k:]) / k,
             "eos_in_loss_share": eos_share}
