@@ -21,7 +21,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from r1flow.data.filters import FilterConfig, card, dedupe, judge
-from r1flow.data.notation import OP_WORDS, parse_number, render_number, words_to_expr
+from r1flow.data.notation import parse_number, render_expr, render_number, words_to_expr
 from r1flow.data.templates import EOS, tagged_response
 from r1flow.data.verify import extract_answer, reasoning_text, verify
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
@@ -89,10 +89,9 @@ def restate_answer(answer: str, row: dict) -> str:
         return answer.strip() if n is None else render_number(n, notation)
     if row["family"] == "countdown":
         expr = words_to_expr(answer)
-        if expr is None or "(" in expr:
+        if expr is None or "(" in expr:  # render_expr has no words for parentheses
             return " ".join(answer.split())
-        return " ".join(render_number(int(t), notation) if t.isdigit() else t if notation == "sym" else OP_WORDS[t]
-                        for t in expr.split())
+        return render_expr([int(t) if t.isdigit() else t for t in expr.split()], notation)
     return answer.strip()
 
 
@@ -104,14 +103,17 @@ def readable(completion: str, row: dict) -> str:
     return tagged_response(re.sub(r"\s+([.,])", r"\1", reasoning), restate_answer(answer, row))
 
 
-def sample(model_dir: str, rows: list[dict], sampling: SamplingConfig, engine_cfg: EngineConfig) -> list[list]:
-    """k completions per row, each asked as evaluation asks it (models/evaluate.py: build_prompt)."""
+def sample(model_dir: str, batches: list[tuple[list[dict], SamplingConfig]], engine_cfg: EngineConfig
+           ) -> list[list[list]]:
+    """For each (rows, sampling) batch, k completions per row from one engine on `model_dir`; every row
+    is asked as evaluation asks it (models/evaluate.py: build_prompt)."""
     from r1flow.models.evaluate import build_prompt
     from r1flow.models.fleet import make_engine
 
     engine = make_engine(model_dir, engine_cfg)
     try:
-        return engine.generate([build_prompt(r, engine.tokenizer) for r in rows], sampling)
+        return [engine.generate([build_prompt(r, engine.tokenizer) for r in rows], sampling) if rows else []
+                for rows, sampling in batches]
     finally:
         engine.close()
 

@@ -68,9 +68,13 @@ def corrupt(row: dict, rng: random.Random, others: list[str] = ()) -> str:
 def preference_pairs(rows: list[dict], answers: list[list[str]], seed: int = 0, per_prompt: int = 2) -> list[dict]:
     """Up to `per_prompt` (chosen, rejected) pairs per instruction prompt from the policy's `answers`."""
     rng = random.Random(seed)
+
+    def kind(r: dict) -> tuple[str, str]:  # a fact's alternatives are values of its attribute ("color", "city")
+        return r["family"], r["question"].split()[3] if r["family"] == "fact" else ""
+
     others: dict[tuple[str, str], list[str]] = {}
-    for r in rows:  # a fact's alternatives are values of the same attribute ("color" or "city")
-        others.setdefault((r["family"], r["question"].split()[3] if r["family"] == "fact" else ""), []).append(r["answer"])
+    for r in rows:
+        others.setdefault(kind(r), []).append(r["answer"])
     pairs = []
     for row, texts in zip(rows, answers):
         uniq = list(dict.fromkeys(t.split(EOS)[0].strip() for t in texts if t.split(EOS)[0].strip()))
@@ -78,7 +82,7 @@ def preference_pairs(rows: list[dict], answers: list[list[str]], seed: int = 0, 
         bad = [t for t in uniq if t not in good]
         rng.shuffle(good)
         rng.shuffle(bad)
-        alt = others[(row["family"], row["question"].split()[3] if row["family"] == "fact" else "")]
+        alt = others[kind(row)]
         for i in range(per_prompt):
             chosen, c_src = (good[i % len(good)], "policy") if good else (row["answer"], "world")
             rejected, r_src = (bad[i], "policy") if i < len(bad) else (corrupt(row, rng, alt), "rule")

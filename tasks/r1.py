@@ -18,9 +18,8 @@ from r1flow.data import filters, notation, schemas, templates, verify
 from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models import collect, engine, grpo, plots, reward_model, sft
-from r1flow.models.fleet import make_engine
 from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
-from r1flow.tasks.r1_zero import GRPO_MODULES, build_rl
+from r1flow.tasks.r1_zero import rl_stage
 
 COLLECT_MODULES = [collect, filters, verify, notation, templates, engine, schemas]
 SFT_MODULES = [sft, templates, plots, schemas]
@@ -50,8 +49,8 @@ def build_cold_start(cfg: collect.CollectConfig, policy: ArtifactRef, world_ref:
                      summary: dict) -> None:
     rows = _rows(world_ref, cfg.families, cfg.prompts_per_family)
     log(f"[cold_start] sampling {len(rows)} prompts x {cfg.sampling.n} from {policy.stage} {policy.id[:12]}")
-    kept, judged, counts = collect.judge_reasoning(rows, collect.sample(policy.path, rows, cfg.sampling, cfg.engine),
-                                                   cfg, source=policy.stage)
+    [comps] = collect.sample(policy.path, [(rows, cfg.sampling)], cfg.engine)
+    kept, judged, counts = collect.judge_reasoning(rows, comps, cfg, source=policy.stage)
     _require("cold_start", kept, cfg.min_samples, counts)
     write_rows(kept, out / "samples.parquet", "sft_samples")
     write_rows(judged, out / "judged.parquet", "judged_samples")
@@ -66,17 +65,10 @@ def build_rejection(cfg: collect.RejectionConfig, policy: ArtifactRef, world_ref
     rows = _rows(world_ref, cfg.families, cfg.prompts_per_family)
     instr = collect.per_family(read_rows(world_ref.file("rl.parquet"), "prompts"), cfg.instruction_families,
                                cfg.prompts_per_family)
-    engine_ = make_engine(policy.path, cfg.engine)
-    try:
-        from r1flow.models.evaluate import build_prompt
-
-        log(f"[rejection_sampling] sampling {len(rows)} reasoning prompts x {cfg.sampling.n} and "
-            f"{len(instr)} instruction prompts x {cfg.instruction_sampling.n}")
-        comps = engine_.generate([build_prompt(r, engine_.tokenizer) for r in rows], cfg.sampling)
-        icomps = engine_.generate([build_prompt(r, engine_.tokenizer) for r in instr], cfg.instruction_sampling) \
-            if instr else []
-    finally:
-        engine_.close()
+    log(f"[rejection_sampling] sampling {len(rows)} reasoning prompts x {cfg.sampling.n} and "
+        f"{len(instr)} instruction prompts x {cfg.instruction_sampling.n}")
+    comps, icomps = collect.sample(policy.path, [(rows, cfg.sampling), (instr, cfg.instruction_sampling)],
+                                   cfg.engine)
     kept, judged, counts = collect.judge_reasoning(rows, comps, cfg, source=policy.stage)
     _require("rejection_sampling", kept, cfg.min_samples, counts)
     want = round(len(kept) * cfg.non_reasoning_share / (1 - cfg.non_reasoning_share))
@@ -108,7 +100,7 @@ def build_reward_model(cfg: reward_model.RewardModelConfig, policy: ArtifactRef,
     import random
 
     rows = _rows(world_ref, cfg.families, cfg.prompts_per_family)
-    comps = collect.sample(policy.path, rows, cfg.sampling, cfg.engine)
+    [comps] = collect.sample(policy.path, [(rows, cfg.sampling)], cfg.engine)
     pairs = reward_model.preference_pairs(rows, [[c.text for c in cs] for cs in comps], cfg.seed, cfg.pairs_per_prompt)
     ids = sorted({p["problem_id"] for p in pairs})
     random.Random(cfg.seed).shuffle(ids)
@@ -146,10 +138,7 @@ def sft_cold_task(cfg: sft.SFTStageConfig, pretrain_ref: ArtifactRef, cold_ref: 
 @task(name="reasoning_rl", cache_policy=NONE)
 def reasoning_rl_task(cfg: grpo.GRPOStageConfig, sft_cold_ref: ArtifactRef, world_ref: ArtifactRef, store_root: str,
                       mode: str = "run") -> ArtifactRef:
-    return run_stage(ArtifactStore(store_root), stage="reasoning_rl", kind="checkpoint", config=cfg,
-                     parents=[sft_cold_ref, world_ref], modules=GRPO_MODULES,
-                     build=lambda out, s, w: build_rl("reasoning_rl", cfg, sft_cold_ref, world_ref, out, s, w),
-                     mode=mode)
+    return rl_stage("reasoning_rl", cfg, sft_cold_ref, world_ref, store_root, mode)
 
 
 @task(name="rejection_sampling", cache_policy=NONE)
@@ -179,11 +168,4 @@ def reward_model_task(cfg: reward_model.RewardModelConfig, sft_mix_ref: Artifact
 @task(name="final_rl", cache_policy=NONE)
 def final_rl_task(cfg: grpo.GRPOStageConfig, sft_mix_ref: ArtifactRef, rm_ref: ArtifactRef | None,
                   world_ref: ArtifactRef, store_root: str, mode: str = "run") -> ArtifactRef:
-    def build(out: Path, s: dict, w: Path) -> None:
-        learned = {"helpfulness": reward_model.RewardModelScorer(rm_ref.path)} if rm_ref is not None else {}
-        build_rl("final_rl", cfg, sft_mix_ref, world_ref, out, s, w, learned_rewards=learned)
-
-    parents = [sft_mix_ref, *([rm_ref] if rm_ref is not None else []), world_ref]
-    return run_stage(ArtifactStore(store_root), stage="final_rl", kind="checkpoint", config=cfg, parents=parents,
-                     modules=[*GRPO_MODULES, reward_model], build=build, mode=mode)
-
+    return rl_stage("final_rl", cfg, sft_mix_ref, world_ref, store_root, mode, reward_model_ref=rm_ref)

@@ -36,10 +36,23 @@ def build_rl(stage: str, cfg: grpo.GRPOStageConfig, policy: ArtifactRef, world_r
                      f"{stage}: training curves (R1 paper Figures 2-3 analogue)")
 
 
+def rl_stage(stage: str, cfg: grpo.GRPOStageConfig, policy: ArtifactRef, world_ref: ArtifactRef, store_root: str,
+             mode: str, reward_model_ref: ArtifactRef | None = None) -> ArtifactRef:
+    """Every GRPO stage (r1_zero, reasoning_rl, final_rl): the policy checkpoint and the world's RL
+    prompts in, a checkpoint out; with `reward_model_ref`, its scorer is the `helpfulness` reward."""
+    from r1flow.models import reward_model
+
+    def build(out: Path, summary: dict, work: Path) -> None:
+        learned = {"helpfulness": reward_model.RewardModelScorer(reward_model_ref.path)} if reward_model_ref else {}
+        build_rl(stage, cfg, policy, world_ref, out, summary, work, learned_rewards=learned)
+
+    extra = [reward_model_ref] if reward_model_ref else []
+    return run_stage(ArtifactStore(store_root), stage=stage, kind="checkpoint", config=cfg,
+                     parents=[policy, *extra, world_ref], modules=GRPO_MODULES + ([reward_model] if extra else []),
+                     build=build, mode=mode)
+
+
 @task(name="r1_zero", cache_policy=NONE)
 def r1_zero_task(cfg: grpo.GRPOStageConfig, pretrain_ref: ArtifactRef, world_ref: ArtifactRef, store_root: str,
                  mode: str = "run") -> ArtifactRef:
-    return run_stage(ArtifactStore(store_root), stage="r1_zero", kind="checkpoint", config=cfg,
-                     parents=[pretrain_ref, world_ref], modules=GRPO_MODULES,
-                     build=lambda out, s, work: build_rl("r1_zero", cfg, pretrain_ref, world_ref, out, s, work),
-                     mode=mode)
+    return rl_stage("r1_zero", cfg, pretrain_ref, world_ref, store_root, mode)

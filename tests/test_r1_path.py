@@ -134,3 +134,16 @@ def test_reward_model_learns_a_checkable_preference_and_scores_general_prompts_o
     assert isinstance(got[0], float) and got[1] is None
     with pytest.raises(ValueError, match="not a reward model"):
         RewardModelScorer(paths["pretrain"])
+
+
+def test_too_few_kept_samples_and_a_missing_reward_model_are_named(tmp_path):
+    from r1flow.models.grpo import GRPOStageConfig, run_grpo
+    from r1flow.tasks.r1 import _require
+
+    counts = {"removed": {"wrong_answer": 7}}
+    with pytest.raises(ValueError, match=r"cold_start: only 1 samples passed the filters \(min_samples=16\).*wrong_answer"):
+        _require("cold_start", [{}], 16, counts)
+    cfg = GRPOStageConfig(rewards={"accuracy": 1.0, "helpfulness": 1.0})
+    with pytest.raises(ValueError, match=r"reasoning_rl: reward\(s\) \['helpfulness'\] need a reward model input"):
+        run_grpo(cfg, tmp_path / "no-model", [ARITH], tmp_path / "out", tmp_path / "work", stage="reasoning_rl")
+    assert not (tmp_path / "out").exists()
