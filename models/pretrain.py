@@ -1,4 +1,5 @@
-"""Stage 1: pretrain a DeepSeek-V3-style MoE base model on the packed corpus.
+"""Stage 1: pretrain a DeepSeek-V3-style MoE base model on the packed corpus (and, with a dense
+`model`, the Llama/Qwen2-style distillation students of stage 9 on the same corpus).
 
     python -m r1flow.models.pretrain --spec SPEC.json          # one process
     torchrun --nproc_per_node 2 -m r1flow.models.pretrain --spec SPEC.json   # DDP (gloo on CPU)
@@ -37,6 +38,7 @@ from r1flow.models.deepseek_v3.balancing import (RouterProbe, load_imbalance, se
                                                  update_bias)
 from r1flow.models.deepseek_v3.config import MoEModelConfig
 from r1flow.models.deepseek_v3.mtp import MultiTokenPrediction
+from r1flow.models.dense import DenseModelConfig
 
 
 class PretrainConfig(BaseModel):
@@ -44,7 +46,10 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: MoEModelConfig = Field(default_factory=MoEModelConfig, description="Model shape.")
+    model: MoEModelConfig | DenseModelConfig = Field(
+        default_factory=MoEModelConfig,
+        description="Model shape: DeepSeek-V3-style MoE fields, or a dense student (`arch: llama|qwen2`, "
+                    "models/dense.py), which skips the MoE balancing.")
     import_from: str | None = Field(
         None, description="Skip training and import this Hugging Face causal LM (hub id or local path) "
                           "as the base model: enter the DAG with your own base.")
@@ -90,6 +95,12 @@ class PretrainConfig(BaseModel):
     def _check(self) -> "PretrainConfig":
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps={self.warmup_steps} must be below steps={self.steps}")
+        if isinstance(self.model, DenseModelConfig) and self.precision == "fp8":
+            raise ValueError("precision=fp8 needs the MoE model (its per-expert FP8 linears); use auto or bf16 "
+                             "for a dense model")
+        if isinstance(self.model, DenseModelConfig) and self.mtp_depth:
+            raise ValueError(f"mtp_depth={self.mtp_depth}: Multi-Token Prediction is built from DeepSeek-V3 "
+                             "blocks; set mtp_depth: 0 for a dense model")
         if self.seq_len > self.model.max_position_embeddings:
             raise ValueError(f"seq_len={self.seq_len} exceeds model.max_position_embeddings="
                              f"{self.model.max_position_embeddings}")
@@ -291,7 +302,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
     if start and rank == 0:
         print(f"[pretrain] resuming from step {start} ({work / 'ckpt'})", flush=True)
     ddp = nn.parallel.DistributedDataParallel(trainable) if world > 1 and not fsdp else trainable
-    probe = RouterProbe(model, keep_logits=cfg.balance_loss_alpha > 0)
+    moe = isinstance(cfg.model, MoEModelConfig)
+    probe = RouterProbe(model, keep_logits=cfg.balance_loss_alpha > 0) if moe else None
     on_gpu = device.type == "cuda"
     # fp8 on GPU: FP8 GEMMs for the linears, bf16 autocast for everything V3 keeps in higher precision.
     use_bf16 = cfg.precision == "bf16" or (cfg.precision in ("auto", "fp8") and on_gpu)
@@ -326,12 +338,13 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
         for g in opt.param_groups:
             g["lr"] = lr
         batch = batch_for(step)
-        probe.start_forward()
+        if probe is not None:
+            probe.start_forward()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16), \
                 (fp8_mode if fp8_mode is not None else contextlib.nullcontext()):
             loss, lm_loss, mtp_loss = ddp(batch, cfg.mtp_lambda)
             bal = torch.zeros((), device=device)
-            if cfg.balance_loss_alpha > 0:
+            if probe is not None and cfg.balance_loss_alpha > 0:
                 bal = sequence_balance_loss(probe, batch.shape[0], batch.shape[1] - 1)
                 loss = loss + cfg.balance_loss_alpha * bal
         if not torch.isfinite(loss):
@@ -341,18 +354,21 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(trainable.parameters(), cfg.grad_clip)
         opt.step()
-        counts = probe.take_counts()
-        if cfg.bias_update_gamma > 0:
-            update_bias(probe, counts, cfg.bias_update_gamma)
         tokens_since += batch[:, 1:].numel() * world
-        imb = load_imbalance(counts)
         rec = {"step": step + 1, "train/loss": lm_loss.item(), "train/mtp_loss": mtp_loss.item(),
-               "train/balance_loss": bal.item(), "train/lr": lr, "train/grad_norm": float(gnorm),
-               "moe/max_over_mean_load": float(imb.mean()),
-               "moe/bias_abs_mean": float(torch.stack([r.e_score_correction_bias.abs().mean()
-                                                       for _, r in probe.routers]).mean()),
-               **{f"moe/layer{i}_max_over_mean": float(v) for i, v in enumerate(imb)},
-               "load": counts.tolist()}
+               "train/balance_loss": bal.item(), "train/lr": lr, "train/grad_norm": float(gnorm)}
+        load_txt = ""
+        if probe is not None:
+            counts = probe.take_counts()
+            if cfg.bias_update_gamma > 0:
+                update_bias(probe, counts, cfg.bias_update_gamma)
+            imb = load_imbalance(counts)
+            rec |= {"moe/max_over_mean_load": float(imb.mean()),
+                    "moe/bias_abs_mean": float(torch.stack([r.e_score_correction_bias.abs().mean()
+                                                            for _, r in probe.routers]).mean()),
+                    **{f"moe/layer{i}_max_over_mean": float(v) for i, v in enumerate(imb)},
+                    "load": counts.tolist()}
+            load_txt = f" load max/mean {float(imb.mean()):.2f}"
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             dt_s = time.perf_counter() - t_last
             tps = tokens_since / dt_s
@@ -360,8 +376,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
             t_last, tokens_since = time.perf_counter(), 0
             if rank == 0:
                 print(f"[pretrain] step {step + 1}/{cfg.steps} loss {lm_loss.item():.4f} mtp {mtp_loss.item():.4f} "
-                      f"lr {lr:.2e} gnorm {float(gnorm):.2f} tok/s {tps:,.0f} mfu {rec['train/mfu']:.1%} "
-                      f"load max/mean {float(imb.mean()):.2f}", flush=True)
+                      f"lr {lr:.2e} gnorm {float(gnorm):.2f} tok/s {tps:,.0f} mfu {rec['train/mfu']:.1%}{load_txt}",
+                      flush=True)
                 if on_log:
                     on_log(rec)
         history.append(rec)
@@ -369,7 +385,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
             _save_ckpt(work, step + 1, trainable, opt, history, rank, fsdp)
         if world > 1:
             dist.barrier()
-    probe.remove()
+    if probe is not None:
+        probe.remove()
     if fsdp:  # gather the full weights (collective), then export an unsharded copy on rank 0
         full, _ = _full_state(trainable, None, True)
         if rank == 0:
@@ -385,9 +402,10 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
     extra = out_dir / "r1flow"
     extra.mkdir(exist_ok=True)
     _write_metrics(history, extra / "metrics.parquet")
-    from r1flow.models.plots import plot_expert_load
+    if probe is not None:
+        from r1flow.models.plots import plot_expert_load
 
-    plot_expert_load(history, extra / "expert_load.png")
+        plot_expert_load(history, extra / "expert_load.png")
     last = [r for r in history if "train/tokens_per_s" in r]
     params = cfg.model.param_counts(vocab)
     return {"params_total": params["total"], "params_active": params["active"], "steps": cfg.steps,
@@ -396,7 +414,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
             "tokens_per_s": float(np.mean([r["train/tokens_per_s"] for r in last[-5:]])) if last else None,
             "mfu": float(np.mean([r["train/mfu"] for r in last[-5:]])) if last else None,
             "matmul_peak_gflops": peak / 1e9,
-            "final_max_over_mean_load": float(np.mean([r["moe/max_over_mean_load"] for r in history[-20:]])),
+            **({"final_max_over_mean_load": float(np.mean([r["moe/max_over_mean_load"] for r in history[-20:]]))}
+               if probe is not None else {}),
             "world_size": world, "model_type": model.config.model_type,
             **({"fp8_gemm_flop_share": fp8_mode.flop_share()} if fp8_mode is not None else {})}
 
