@@ -16,12 +16,14 @@ from r1flow.data.lineage import mermaid_markdown
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.recipe import Recipe
 from r1flow.tasks.common import log, publish_markdown
-from r1flow.tasks.evaluate import evaluate_task, publish_comparison
+from r1flow.tasks.distill import distill_task, distill_traces_task, student_pretrain_task, student_rl_task
+from r1flow.tasks.evaluate import evaluate_task
 from r1flow.tasks.plan import publish_plan
 from r1flow.tasks.pretrain import pretrain_task
 from r1flow.tasks.r1 import (cold_start_task, final_rl_task, reasoning_rl_task, rejection_sampling_task,
                              reward_model_task, sft_cold_task, sft_mix_task)
 from r1flow.tasks.r1_zero import r1_zero_task
+from r1flow.tasks.report import report_task
 from r1flow.tasks.tokenizer import tokenizer_task
 from r1flow.tasks.world import world_task
 
@@ -42,15 +44,28 @@ STAGES: dict[str, tuple[str, list[str]]] = {
                      ["sft_mix", "world"]),
     "final_rl": ("GRPO from sft_mix over all prompts: rule rewards + the reward model; the R1 checkpoint",
                  ["sft_mix", "reward_model", "world"]),
+    "student_pretrain": ("pretrain each dense student (Llama/Qwen2-style) on the same corpus, or import it",
+                         ["world", "tokenizer"]),
+    "distill_traces": ("R1 answers the distillation prompts with vLLM; verified, readable traces plus "
+                       "instruction answers", ["final_rl", "world"]),
+    "distill": ("SFT of each pretrained student on R1's traces, no RL", ["student_pretrain", "distill_traces"]),
+    "student_rl": ("the baseline: GRPO from each pretrained student with the R1-Zero rewards",
+                   ["student_pretrain", "world"]),
     "evaluate": ("pass@1 / cons@k on held-out problems for every checkpoint",
-                 ["pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "final_rl", "world"]),
+                 ["pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "final_rl", "student_pretrain",
+                  "distill", "student_rl", "world"]),
+    "report": ("one table over every checkpoint, the paper's four claims, plots: report.md", ["evaluate"]),
 }
 StageName = Literal["world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",
-                    "rejection_sampling", "sft_mix", "reward_model", "final_rl", "evaluate"]
+                    "rejection_sampling", "sft_mix", "reward_model", "final_rl", "student_pretrain",
+                    "distill_traces", "distill", "student_rl", "evaluate", "report"]
 # Checkpoint-producing stages, in order; evaluate scores each one the run has.
 CHECKPOINTS = ["pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "final_rl"]
 LABELS = {"pretrain": "base", "r1_zero": "r1_zero", "sft_cold": "sft_cold", "reasoning_rl": "reasoning_rl",
           "sft_mix": "sft_mix", "final_rl": "r1"}
+RL_STAGES = ["r1_zero", "reasoning_rl", "final_rl"]
+# Per-student checkpoints: refs key prefix -> evaluation label suffix.
+STUDENT_CHECKPOINTS = {"student_pretrain": "", "distill": "_distill", "student_rl": "_rl"}
 
 
 class RunOptions(BaseModel):
@@ -77,10 +92,13 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
     refs: dict[str, ArtifactRef] = {}
 
     def go(stage: str, fn, *args) -> bool:
+        return go_as(stage, stage, fn, *args)
+
+    def go_as(key: str, stage: str, fn, *args) -> bool:
         mode = opts.mode(stage)
         if mode == "skip":
             return False
-        refs[stage] = fn(*args, root, mode)
+        refs[key] = fn(*args, root, mode)
         return True
 
     go("world", world_task, recipe.world)
@@ -96,12 +114,35 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
     if "helpfulness" in recipe.final_rl.rewards:
         go("reward_model", reward_model_task, recipe.reward_model, refs.get("sft_mix"), refs.get("world"))
     go("final_rl", final_rl_task, recipe.final_rl, refs.get("sft_mix"), refs.get("reward_model"), refs.get("world"))
+    students = recipe.distill.students
+    for s in students:
+        go_as(f"student_pretrain:{s.name}", "student_pretrain", student_pretrain_task, s, refs.get("world"),
+              refs.get("tokenizer"))
+    if students:
+        go("distill_traces", distill_traces_task, recipe.distill.traces, refs.get("final_rl"), refs.get("world"))
+    for s in students:
+        go_as(f"distill:{s.name}", "distill", distill_task, s.name, recipe.distill.sft,
+              refs.get(f"student_pretrain:{s.name}"), refs.get("distill_traces"))
+        if recipe.distill.rl_baseline:
+            go_as(f"student_rl:{s.name}", "student_rl", student_rl_task, s.name, recipe.distill.rl,
+                  refs.get(f"student_pretrain:{s.name}"), refs.get("world"))
     if opts.mode("evaluate") != "skip":
-        for stage in CHECKPOINTS:
-            if stage in refs:
-                refs[f"evaluate:{LABELS[stage]}"] = evaluate_task(recipe.evaluate, LABELS[stage], refs[stage],
-                                                                  refs["world"], root, opts.mode("evaluate"))
-        publish_comparison(refs)
+        checkpoints = [(LABELS[st], refs[st]) for st in CHECKPOINTS if st in refs]
+        checkpoints += [(s.name + suffix, refs[f"{st}:{s.name}"]) for s in students
+                        for st, suffix in STUDENT_CHECKPOINTS.items() if f"{st}:{s.name}" in refs]
+        for label, ckpt in checkpoints:
+            refs[f"evaluate:{label}"] = evaluate_task(recipe.evaluate, label, ckpt, refs["world"], root,
+                                                      opts.mode("evaluate"))
+        evals = {k.split(":", 1)[1]: v for k, v in refs.items() if k.startswith("evaluate:")}
+        if evals and opts.mode("report") != "skip":
+            curves = {st: refs[st] for st in RL_STAGES if st in refs}
+            curves |= {f"{s.name}_rl": refs[f"student_rl:{s.name}"] for s in students if f"student_rl:{s.name}" in refs}
+            store = ArtifactStore(root)
+            seconds = {f"{s.name}{suffix}": store.manifest(refs[f"{st}:{s.name}"].id).summary.get("seconds", 0.0)
+                       for s in students for st, suffix in (("distill", "_distill"), ("student_rl", "_rl"))
+                       if f"{st}:{s.name}" in refs}
+            refs["report"] = report_task(recipe.name, evals, curves, [s.name for s in students], seconds, root,
+                                         opts.mode("report"))
     publish_lineage(root, refs, recipe.name)
     publish_plan(recipe, root, refs)
     for name, ref in refs.items():
@@ -161,5 +202,10 @@ rejection_sampling_flow = _stage_flow("rejection_sampling")
 sft_mix_flow = _stage_flow("sft_mix")
 reward_model_flow = _stage_flow("reward_model")
 final_rl_flow = _stage_flow("final_rl")
+student_pretrain_flow = _stage_flow("student_pretrain")
+distill_traces_flow = _stage_flow("distill_traces")
+distill_flow = _stage_flow("distill")
+student_rl_flow = _stage_flow("student_rl")
 evaluate_flow = _stage_flow("evaluate")
+report_flow = _stage_flow("report")
 STAGE_FLOWS = {s: globals()[f"{s}_flow"] for s in STAGES}

@@ -86,3 +86,21 @@ FLAVORS: dict[str, DenseModelConfig] = {
                                     num_key_value_heads=8, intermediate_size=53248,
                                     max_position_embeddings=131072, rope_theta=500000.0),
 }
+
+
+def pin_tokenizer(model_dir) -> None:
+    """Keep a dense student's tokenizer at the vocabulary it was trained with.
+
+    transformers 5's AutoTokenizer loads any `qwen2` checkpoint with `Qwen2Tokenizer`, whatever its
+    tokenizer_config.json names (qwen2 is in `MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS`), and that
+    class adds an `<|endoftext|>` unk token when the config names none: the tokenizer then has one
+    token more than the embedding, which SFT and vLLM refuse. The tokenization itself is the same, so
+    recording `unk_token: null` is the whole fix."""
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    if "unk_token" not in cfg:
+        cfg["unk_token"] = None
+        path.write_text(json.dumps(cfg, indent=2))

@@ -67,11 +67,9 @@ def run(recipe: Path = RECIPE,
     typer.echo("\nArtifacts (store: %s):" % rec.store_root())
     for stage, path in result.items():
         typer.echo(f"  {stage:<14} {path}")
-    from r1flow.tasks.evaluate import comparison_markdown, load_evals
-
-    evals = load_evals(result)
-    if evals:
-        typer.echo("\n" + comparison_markdown(evals))
+    if "report" in result:
+        report_md = Path(result["report"]) / "report.md"
+        typer.echo(f"\nReport: {report_md}\n\n" + report_md.read_text())
     from r1flow.tasks.plan import plan_markdown
 
     st = _store(rec.store_root())

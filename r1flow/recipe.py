@@ -9,6 +9,7 @@ the field path.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES, WorldConfig
 from r1flow.models.collect import CollectConfig, RejectionConfig
+from r1flow.models.distill import DistillConfig
 from r1flow.models.evaluate import EvalConfig
 from r1flow.models.grpo import GRPOStageConfig
 from r1flow.models.plan import PlanConfig
@@ -83,7 +85,11 @@ class Recipe(BaseModel):
             families=list(REASONING_FAMILIES + INSTRUCTION_FAMILIES)),
         description="Stage 8: GRPO from sft_mix over all scenarios: rule rewards for reasoning prompts, the "
                     "reward model for general ones. Its output is the R1 checkpoint.")
-    evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation.")
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig,
+        description="Stage 9: dense students pretrained on the corpus, fine-tuned on R1's traces (no RL), and the "
+                    "same students trained with RL only as the baseline. No students: stage 9 is skipped.")
+    evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation and the report.")
     plan: PlanConfig = Field(default_factory=PlanConfig,
                              description="Hardware and cost assumptions of `r1flow plan`; changes no artifact.")
     schedule: ScheduleConfig | None = Field(
@@ -99,6 +105,16 @@ class Recipe(BaseModel):
                 if n > limit:
                     raise ValueError(f"{name}.engine.max_model_len={n} exceeds "
                                      f"pretrain.model.max_position_embeddings={limit}")
+        for i, st in enumerate(self.distill.students):
+            if st.pretrain.import_from is not None:
+                continue
+            limit = st.pretrain.model.max_position_embeddings
+            for name, eng in (("distill.traces", self.distill.traces.engine), ("distill.rl", self.distill.rl.engine),
+                              ("evaluate", self.evaluate.engine)):
+                if eng.max_model_len > limit:
+                    raise ValueError(f"{name}.engine.max_model_len={eng.max_model_len} exceeds "
+                                     f"distill.students.{i}.pretrain.model.max_position_embeddings={limit} "
+                                     f"(student {st.name!r})")
         return self
 
     def store_root(self) -> str:
@@ -110,6 +126,9 @@ def _local_paths(recipe: Recipe) -> list[tuple[str, str]]:
     out = []
     if recipe.pretrain.import_from:
         out.append(("pretrain.import_from", recipe.pretrain.import_from))
+    for i, st in enumerate(recipe.distill.students):
+        if st.pretrain.import_from:
+            out.append((f"distill.students.{i}.pretrain.import_from", st.pretrain.import_from))
     if recipe.tokenizer.hub_id:
         out.append(("tokenizer.hub_id", recipe.tokenizer.hub_id))
     return out
@@ -118,6 +137,31 @@ def _local_paths(recipe: Recipe) -> list[tuple[str, str]]:
 def _is_path(value: str) -> bool:
     # Hub ids look like "org/name"; a value that starts like a path is treated as one.
     return value.startswith((".", "/", "~")) or os.path.isabs(value)
+
+
+_UNION_MEMBER = re.compile(r"(?:function-after\[\w+\(\), )?(MoEModelConfig|DenseModelConfig)\]?")
+
+
+def _model_union_loc(data, loc: tuple) -> list[str] | None:
+    """A `model` field is a DeepSeek-V3 MoE or, with `arch`, a dense student (PretrainConfig.model).
+    Pydantic reports a bad value against both union members; keep the error of the member the
+    YAML meant (None: drop this error) and the field path without the member's name."""
+    out, node = [], data
+    for part in loc:
+        m = _UNION_MEMBER.fullmatch(str(part))
+        if m:
+            meant = "DenseModelConfig" if isinstance(node, dict) and "arch" in node else "MoEModelConfig"
+            if m.group(1) != meant:
+                return None
+            continue
+        out.append(str(part))
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
 
 
 def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
@@ -141,9 +185,10 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
-        lines = [f"{path}: invalid recipe ({e.error_count()} error{'s' * (e.error_count() > 1)})"]
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+        errors = [err for err in e.errors() if _model_union_loc(data, err["loc"]) is not None]
+        lines = [f"{path}: invalid recipe ({len(errors)} error{'s' * (len(errors) > 1)})"]
+        for err in errors:
+            loc = ".".join(_model_union_loc(data, err["loc"])) or "<root>"
             got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
             lines.append(f"  {loc}: {err['msg']}{got}")
         raise RecipeError("\n".join(lines)) from None

@@ -28,7 +28,7 @@ def latest_refs(store: ArtifactStore, recipe) -> dict[str, ArtifactRef]:
     `r1flow plan` after a run; evaluate artifacts are keyed by the checkpoint they scored)."""
     from r1flow.flows.pipeline import STAGES
 
-    sections = {stage: getattr(recipe, stage) for stage in STAGES}
+    sections = {stage: getattr(recipe, stage) for stage in STAGES if hasattr(recipe, stage)}
     refs: dict[str, ArtifactRef] = {}
     for m in store.list():  # oldest first: later ones win
         sec = sections.get(m.stage)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NONE
+from pydantic import BaseModel
 
 from r1flow.data.store import ArtifactRef, ArtifactStore
-from r1flow.models import fp8, plots, pretrain as pt
+from r1flow.models import dense, fp8, plots, pretrain as pt
 from r1flow.models.deepseek_v3 import balancing, config as mcfg, mtp
 from r1flow.procs import stop_process_group
 from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
@@ -44,17 +45,19 @@ def import_base(source: str, tokenizer_dir: Path, out: Path, summary: dict) -> N
 
 
 def train(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, out: Path, summary: dict,
-          work: Path) -> None:
+          work: Path, label: str = "pretrain") -> None:
     corpus, heldout = world_ref.file("corpus.parquet"), world_ref.file("heldout.parquet")
-    progress = Progress("pretrain", cfg.steps)
+    progress = Progress(label, cfg.steps)
     if cfg.nproc == 1:
         summary |= pt.pretrain(cfg, corpus, heldout, Path(tok_ref.path), out, work,
                                on_log=lambda rec: progress.update(rec["step"]))
     else:
         summary |= run_torchrun(cfg, corpus, heldout, Path(tok_ref.path), out, work)
+    if isinstance(cfg.model, dense.DenseModelConfig):
+        dense.pin_tokenizer(out)
     img = out / "r1flow" / "expert_load.png"
-    publish_markdown("r1flow-pretrain-report", pretrain_markdown(summary, img),
-                     "Pretraining: loss vs unigram baseline, throughput, MoE balance")
+    publish_markdown(f"r1flow-{label}-report", pretrain_markdown(summary, img),
+                     f"{label}: loss vs unigram baseline, throughput, MoE balance")
 
 
 def run_torchrun(cfg: pt.PretrainConfig, corpus: Path, heldout: Path, tok: Path, out: Path, work: Path) -> dict:
@@ -88,19 +91,31 @@ def pretrain_markdown(s: dict, img: Path) -> str:
             ("held-out loss (nats/token)", f"{s.get('heldout_loss', float('nan')):.3f}"),
             ("unigram baseline", f"{s.get('unigram_heldout_loss', float('nan')):.3f}"),
             ("tokens/s", f"{s.get('tokens_per_s') or 0:,.0f}"), ("MFU", f"{(s.get('mfu') or 0):.1%}"),
-            ("max/mean expert load (last 20 steps)", f"{s.get('final_max_over_mean_load', float('nan')):.2f}")]
+            ("model type", s.get("model_type", "-"))]
+    tail = ""
+    if "final_max_over_mean_load" in s:  # MoE only
+        rows.append(("max/mean expert load (last 20 steps)", f"{s['final_max_over_mean_load']:.2f}"))
+        tail = f"\nExpert load plot: `{img}`\n"
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"# Pretraining\n\n| metric | value |\n|---|---|\n{table}\n\nExpert load plot: `{img}`\n"
+    return f"# Pretraining\n\n| metric | value |\n|---|---|\n{table}\n{tail}"
+
+
+def pretrain_stage(stage: str, cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, store_root: str,
+                   mode: str, key_config: BaseModel | None = None, label: str | None = None) -> ArtifactRef:
+    """Stage 1 and the students of stage 9 (`student_pretrain`): train on the world's corpus, or import
+    `cfg.import_from`. `key_config` (default `cfg`) is what the cache key and manifest record."""
+    def build(out: Path, summary: dict, work: Path) -> None:
+        if cfg.import_from:
+            import_base(cfg.import_from, Path(tok_ref.path), out, summary)
+        else:
+            train(cfg, world_ref, tok_ref, out, summary, work, label=label or stage)
+
+    modules = [pt, mcfg, balancing, mtp, plots, fp8] + ([dense] if isinstance(cfg.model, dense.DenseModelConfig) else [])
+    return run_stage(ArtifactStore(store_root), stage=stage, kind="checkpoint", config=key_config or cfg,
+                     parents=[world_ref, tok_ref], modules=modules, build=build, mode=mode)
 
 
 @task(name="pretrain", cache_policy=NONE)
 def pretrain_task(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, store_root: str,
                   mode: str = "run") -> ArtifactRef:
-    def build(out: Path, summary: dict, work: Path) -> None:
-        if cfg.import_from:
-            import_base(cfg.import_from, Path(tok_ref.path), out, summary)
-        else:
-            train(cfg, world_ref, tok_ref, out, summary, work)
-
-    return run_stage(ArtifactStore(store_root), stage="pretrain", kind="checkpoint", config=cfg,
-                     parents=[world_ref, tok_ref], modules=[pt, mcfg, balancing, mtp, plots, fp8], build=build, mode=mode)
+    return pretrain_stage("pretrain", cfg, world_ref, tok_ref, store_root, mode)

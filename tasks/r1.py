@@ -61,16 +61,17 @@ def build_cold_start(cfg: collect.CollectConfig, policy: ArtifactRef, world_ref:
 
 
 def build_rejection(cfg: collect.RejectionConfig, policy: ArtifactRef, world_ref: ArtifactRef, out: Path,
-                    summary: dict) -> None:
+                    summary: dict, stage: str = "rejection_sampling") -> None:
+    """Stage 6's SFT mixture, and stage 9's distillation traces (`distill_traces`, sampled from R1)."""
     rows = _rows(world_ref, cfg.families, cfg.prompts_per_family)
     instr = collect.per_family(read_rows(world_ref.file("rl.parquet"), "prompts"), cfg.instruction_families,
                                cfg.prompts_per_family)
-    log(f"[rejection_sampling] sampling {len(rows)} reasoning prompts x {cfg.sampling.n} and "
+    log(f"[{stage}] sampling {len(rows)} reasoning prompts x {cfg.sampling.n} and "
         f"{len(instr)} instruction prompts x {cfg.instruction_sampling.n}")
     comps, icomps = collect.sample(policy.path, [(rows, cfg.sampling), (instr, cfg.instruction_sampling)],
                                    cfg.engine)
     kept, judged, counts = collect.judge_reasoning(rows, comps, cfg, source=policy.stage)
-    _require("rejection_sampling", kept, cfg.min_samples, counts)
+    _require(stage, kept, cfg.min_samples, counts)
     want = round(len(kept) * cfg.non_reasoning_share / (1 - cfg.non_reasoning_share))
     general, gcounts = collect.instruction_samples(instr, icomps, want, seed=cfg.sampling.seed) if instr else ([], {})
     cols = ("problem_id", "family", "kind", "notation", "question", "response", "source")
@@ -78,7 +79,7 @@ def build_rejection(cfg: collect.RejectionConfig, policy: ArtifactRef, world_ref
     write_rows(mixture, out / "samples.parquet", "sft_samples")
     write_rows(judged, out / "judged.parquet", "judged_samples")
     counts |= {"non_reasoning": len(general), **gcounts}
-    _publish_card("rejection_sampling", out, f"SFT mixture (reasoning sampled from {policy.stage})", counts, mixture)
+    _publish_card(stage, out, f"SFT mixture (reasoning sampled from {policy.stage})", counts, mixture)
     summary |= {"samples": len(mixture), "reasoning": len(kept), "non_reasoning": len(general),
                 "non_reasoning_share": len(general) / len(mixture), "judged": len(judged),
                 "keep_rate": len(kept) / len(judged), **{f"removed/{k}": v for k, v in counts["removed"].items()},

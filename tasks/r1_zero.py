@@ -37,14 +37,15 @@ def build_rl(stage: str, cfg: grpo.GRPOStageConfig, policy: ArtifactRef, world_r
 
 
 def rl_stage(stage: str, cfg: grpo.GRPOStageConfig, policy: ArtifactRef, world_ref: ArtifactRef, store_root: str,
-             mode: str, reward_model_ref: ArtifactRef | None = None) -> ArtifactRef:
-    """Every GRPO stage (r1_zero, reasoning_rl, final_rl): the policy checkpoint and the world's RL
-    prompts in, a checkpoint out; with `reward_model_ref`, its scorer is the `helpfulness` reward."""
+             mode: str, reward_model_ref: ArtifactRef | None = None, label: str | None = None) -> ArtifactRef:
+    """Every GRPO stage (r1_zero, reasoning_rl, final_rl, student_rl): the policy checkpoint and the
+    world's RL prompts in, a checkpoint out; with `reward_model_ref`, its scorer is the `helpfulness`
+    reward. `label` names the progress and curves artifacts where one stage trains several policies."""
     from r1flow.models import reward_model
 
     def build(out: Path, summary: dict, work: Path) -> None:
         learned = {"helpfulness": reward_model.RewardModelScorer(reward_model_ref.path)} if reward_model_ref else {}
-        build_rl(stage, cfg, policy, world_ref, out, summary, work, learned_rewards=learned)
+        build_rl(label or stage, cfg, policy, world_ref, out, summary, work, learned_rewards=learned)
 
     extra = [reward_model_ref] if reward_model_ref else []
     return run_stage(ArtifactStore(store_root), stage=stage, kind="checkpoint", config=cfg,

@@ -16,7 +16,8 @@ from r1flow.recipe import ScheduleConfig, load_recipe
 pytestmark = pytest.mark.slow
 STAGE_DEPLOYMENTS = {f"r1flow-{s}" for s in ("world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold",
                                              "reasoning_rl", "rejection_sampling", "sft_mix", "reward_model",
-                                             "final_rl", "evaluate")}
+                                             "final_rl", "student_pretrain", "distill_traces", "distill",
+                                             "student_rl", "evaluate", "report")}
 
 
 def _worker_env() -> dict:
@@ -82,7 +83,7 @@ def test_pipeline_deployment_runs_on_a_worker_and_its_artifacts_are_in_the_api(s
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))}
         assert "r1flow-lineage" in arts and "graph" in arts["r1flow-lineage"].data
         assert os.path.basename(paths["r1_zero"])[:12] in arts["r1flow-lineage"].data
-        assert "r1flow-eval-comparison" in arts
+        assert "r1flow-report" in arts
 
 
 def test_worker_killed_mid_run_then_retried_does_not_recompute_finished_stages(prefect_harness, tmp_path):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import datasets
+import pyarrow.parquet as pq
 import pytest
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r1flow.data.lineage import mermaid, tree
 from r1flow.data.schemas import read_rows
@@ -21,9 +24,11 @@ pytestmark = pytest.mark.slow
 def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     recipe, store_root, paths = smoke_run
     assert set(paths) == {"world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",
-                          "rejection_sampling", "sft_mix", "reward_model", "final_rl", "evaluate:base",
+                          "rejection_sampling", "sft_mix", "reward_model", "final_rl", "student_pretrain:qwen2_s",
+                          "distill_traces", "distill:qwen2_s", "student_rl:qwen2_s", "evaluate:base",
                           "evaluate:r1_zero", "evaluate:sft_cold", "evaluate:reasoning_rl", "evaluate:sft_mix",
-                          "evaluate:r1"}
+                          "evaluate:r1", "evaluate:qwen2_s", "evaluate:qwen2_s_distill", "evaluate:qwen2_s_rl",
+                          "report"}
     store = ArtifactStore(store_root)
     ids = {k: p.rsplit("/", 1)[-1] for k, p in paths.items()}
     for art_id in ids.values():
@@ -41,6 +46,32 @@ def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
                            "final_rl": ["sft_mix", "reward_model", "world"]}.items():
         assert store.manifest(ids[stage]).parents == [ids[p] for p in parents], stage
     assert set(store.manifest(ids["evaluate:r1"]).parents) == {ids["final_rl"], ids["world"]}
+    # Stage 9: the student, R1's traces, the distilled student and the RL-only baseline.
+    for key, parents in {"student_pretrain:qwen2_s": ["world", "tokenizer"], "distill_traces": ["final_rl", "world"],
+                         "distill:qwen2_s": ["student_pretrain:qwen2_s", "distill_traces"],
+                         "student_rl:qwen2_s": ["student_pretrain:qwen2_s", "world"],
+                         "evaluate:qwen2_s_distill": ["distill:qwen2_s", "world"]}.items():
+        assert store.manifest(ids[key]).parents == [ids[p] for p in parents], key
+    for key in ("student_pretrain:qwen2_s", "distill:qwen2_s", "student_rl:qwen2_s"):
+        model = AutoModelForCausalLM.from_pretrained(paths[key])  # vLLM served each one in `evaluate`
+        assert model.config.model_type == "qwen2" and not hasattr(model.config, "n_routed_experts")
+        assert len(AutoTokenizer.from_pretrained(paths[key])) == model.config.vocab_size
+    traces = read_rows(f"{paths['distill_traces']}/samples.parquet", "sft_samples")
+    assert traces and {r["source"] for r in traces} == {"final_rl"} | ({"world"} & {r["source"] for r in traces})
+    # The report: every evaluated checkpoint, four claims with a verdict, plots and per-sample rows.
+    rep = Path(paths["report"])
+    assert set(store.manifest(ids["report"]).parents) >= {ids[k] for k in ids if k.startswith("evaluate:")}
+    claims = json.loads((rep / "claims.json").read_text())
+    assert [c["claim"] for c in claims] == [1, 2, 3, 4]
+    assert all(c["verdict"] in ("holds", "does not hold", "not measured") and c["evidence"] for c in claims)
+    md = (rep / "report.md").read_text()
+    assert "![accuracy](accuracy.png)" in md and "qwen2_s_distill" in md and "qwen2_s_rl" in md
+    assert (rep / "accuracy.png").stat().st_size > 1000 and (rep / "rl_curves.png").stat().st_size > 1000
+    table = pq.read_table(rep / "table.parquet").to_pylist()
+    assert {r["checkpoint"] for r in table} == {k.split(":", 1)[1] for k in ids if k.startswith("evaluate:")}
+    samples = read_rows(rep / "samples.parquet", "eval_samples")
+    assert len(samples) == sum(len(read_rows(f"{paths[k]}/samples.parquet", "eval_samples"))
+                               for k in ids if k.startswith("evaluate:"))
     for stage in ("cold_start", "rejection_sampling"):
         assert (store_root / "objects" / ids[stage] / "card.md").read_text().startswith("# Data card")
         rows = read_rows(f"{paths[stage]}/samples.parquet", "sft_samples")
@@ -112,7 +143,8 @@ def test_from_until_and_force(smoke_run, tmp_path):
 def test_each_stage_has_its_own_flow(smoke_run):
     recipe, _, paths = smoke_run
     assert set(STAGE_FLOWS) == {"world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",
-                                "rejection_sampling", "sft_mix", "reward_model", "final_rl", "evaluate"}
+                                "rejection_sampling", "sft_mix", "reward_model", "final_rl", "student_pretrain",
+                                "distill_traces", "distill", "student_rl", "evaluate", "report"}
     assert STAGE_FLOWS["tokenizer"](recipe=recipe)["tokenizer"] == paths["tokenizer"]
 
 
@@ -130,7 +162,8 @@ def test_stage_summaries_are_prefect_artifacts(smoke_run):
     arts = asyncio.run(keys())
     for k in ("r1flow-world-summary", "r1flow-tokenizer-summary", "r1flow-pretrain-summary",
               "r1flow-evaluate-summary", "r1flow-eval-base", "r1flow-lineage", "r1flow-pretrain-report",
-              "r1flow-r1-zero-summary", "r1flow-r1-zero-curves", "r1flow-eval-r1-zero", "r1flow-eval-comparison",
+              "r1flow-r1-zero-summary", "r1flow-r1-zero-curves", "r1flow-eval-r1-zero", "r1flow-report",
+              "r1flow-report-table", "r1flow-student-pretrain-qwen2-s-report", "r1flow-distill-traces-data-card",
               "r1flow-plan", "r1flow-world-card", "r1flow-pretrain-card", "r1flow-r1-zero-card"):
         assert k in arts, sorted(arts)
     assert "```mermaid" in arts["r1flow-lineage"].data

@@ -42,6 +42,21 @@ def test_real_scale_recipe_matches_deepseek_v3_size():
     ("r1_zero: {max_completion_length: 600}", "leaves no room for the prompt in engine.max_model_len (512)"),
     ("pretrain: {parallel: fsdp, precision: fp8}", "parallel=fsdp with precision=fp8 is not supported yet"),
     ("pretrain: {parallel: zero3}", "pretrain.parallel: Input should be 'ddp' or 'fsdp'"),
+    # Stage 9: students are dense, named once, and fit the engines that serve them.
+    ("distill: {students: [{name: s, pretrain: {model: {hidden_size: 64}}}]}",
+     "student 's': pretrain.model must be dense"),
+    ("distill: {students: [{name: s, pretrain: {model: {arch: llama}}}]}",
+     "mtp_depth=1: Multi-Token Prediction is built from DeepSeek-V3 blocks"),
+    ("distill: {students: [{name: s, pretrain: {model: {arch: llama}, mtp_depth: 0}},"
+     " {name: s, pretrain: {model: {arch: qwen2}, mtp_depth: 0}}]}", "students: duplicate names ['s']"),
+    ("distill: {students: [{name: Big-One, pretrain: {model: {arch: llama}, mtp_depth: 0}}]}",
+     "distill.students.0.name: String should match pattern"),
+    ("distill: {students: [{name: s, pretrain: {model: {arch: llama, max_position_embeddings: 256}, mtp_depth: 0}}]}",
+     "distill.traces.engine.max_model_len=512 exceeds distill.students.0.pretrain.model.max_position_embeddings=256"),
+    ("distill: {students: [{name: s, pretrain: {import_from: ./no/such/student}}]}",
+     "distill.students.0.pretrain.import_from: no such file or directory"),
+    ("distill: {students: [{name: s, pretrain: {model: {arch: llama}, mtp_depth: 0, precision: fp8}}]}",
+     "precision=fp8 needs the MoE model"),
 ])
 def test_bad_recipes_name_file_and_field(tmp_path, text, fragment):
     p = tmp_path / "bad.yaml"
@@ -68,3 +83,13 @@ def test_cli_exits_nonzero_on_invalid_recipe_before_any_work(tmp_path):
     out = subprocess.run([sys.executable, "-m", "r1flow.cli", "run", "--recipe", "configs/smoke.yaml",
                           "--from", "nonsense", "--store", str(store)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "unknown stage 'nonsense'" in out.stderr
+
+
+def test_model_errors_name_the_yaml_field_once(tmp_path):
+    """`model` is the MoE or, with `arch`, a dense student: an error is reported once, for the one meant."""
+    p = tmp_path / "bad.yaml"
+    p.write_text("pretrain: {model: {arch: llama, hidden_size: -8}}")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p)
+    assert str(e.value).splitlines()[1:] == ["  pretrain.model.hidden_size: Input should be greater than or equal "
+                                             "to 16 (got -8)"]

@@ -1,0 +1,76 @@
+"""Stage 10's last step, `report`: one artifact with the run's whole evaluation (models/report.py).
+
+Its parents are every evaluation of the run and every RL checkpoint (for the curves). On disk it is
+`report.md` with its PNGs, `table.parquet` (one row per checkpoint and family), `samples.parquet`
+(every scored sample of every checkpoint) and `claims.json`; in the Prefect UI a Markdown artifact
+with the plots inlined and a table artifact.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NONE
+
+from r1flow.data import metrics
+from r1flow.data.schemas import read_rows, write_rows
+from r1flow.data.store import ArtifactRef, ArtifactStore
+from r1flow.models import report
+from r1flow.tasks.common import log, publish_markdown, publish_table, run_stage
+
+
+def _read(path: Path) -> list[dict]:
+    """A Parquet table without a data/schemas.py schema (RL metrics, the report table)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    return pq.read_table(path).to_pylist()
+
+
+def build_report(name: str, evals: dict[str, ArtifactRef], curves: dict[str, ArtifactRef], students: list[str],
+                 seconds: dict[str, float], out: Path, summary: dict) -> None:
+    loaded = {lb: {"summary": read_rows(ref.file("summary.parquet"), "eval_summary"),
+                   "samples": read_rows(ref.file("samples.parquet"), "eval_samples")} for lb, ref in evals.items()}
+    rl = {lb: _read(Path(ref.path) / "r1flow" / "metrics.parquet") for lb, ref in curves.items()}
+    claims = report.check_claims(loaded, rl, students, seconds)
+    images = [out / "accuracy.png"]
+    report.plot_accuracy(loaded, images[0])
+    if rl:
+        images.append(out / "rl_curves.png")
+        report.plot_rl_curves(rl, images[1])
+    (out / "report.md").write_text(report.report_markdown(name, loaded, claims, images))
+    pq.write_table(pa.Table.from_pylist(report.comparison_rows(loaded)), out / "table.parquet")
+    write_rows([s for e in loaded.values() for s in e["samples"]], out / "samples.parquet", "eval_samples")
+    (out / "claims.json").write_text(json.dumps([c.as_row() for c in claims], indent=2))
+    for c in claims:
+        log(f"[report] claim {c.number} {c.verdict}: {c.evidence}")
+    summary |= {"checkpoints": len(loaded), **{f"claim{c.number}": c.verdict for c in claims}}
+
+
+def publish_report(name: str, ref: ArtifactRef) -> None:
+    """report.md with its PNGs inlined, and the table, as Prefect artifacts (also when cached)."""
+    out = Path(ref.path)
+    md = (out / "report.md").read_text()
+    for png in sorted(out.glob("*.png")):
+        md = md.replace(f"]({png.name})", "](data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() + ")")
+    publish_markdown("r1flow-report", md, f"{name}: every checkpoint, the paper's claims, plots ({out / 'report.md'})")
+    publish_table("r1flow-report-table", _read(out / "table.parquet"),
+                  "Every checkpoint x family: pass@1 [95% CI], cons@k, length, format, EOS, language consistency")
+
+
+@task(name="report", cache_policy=NONE)
+def report_task(name: str, evals: dict[str, ArtifactRef], curves: dict[str, ArtifactRef], students: list[str],
+                seconds: dict[str, float], store_root: str, mode: str = "run") -> ArtifactRef:
+    """evals: checkpoint label -> its evaluate artifact, in run order; curves: RL label -> checkpoint."""
+    store = ArtifactStore(store_root)
+    ref = run_stage(store, stage="report", kind="report",
+                    config={"name": name, "checkpoints": list(evals), "curves": list(curves), "students": students},
+                    parents=[*evals.values(), *curves.values()], modules=[report, metrics],
+                    build=lambda out, s, _w: build_report(name, evals, curves, students, seconds, out, s), mode=mode)
+    publish_report(name, ref)
+    log(f"[report] {Path(ref.path) / 'report.md'}")
+    return ref
