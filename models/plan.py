@@ -203,9 +203,45 @@ def _r1_path(recipe, model: ModelShape, vocab: int, plan: PlanConfig, peak: floa
     return out
 
 
-def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int = 6) -> dict:
+def _sum(stage: str, parts: list[StageEstimate], detail: str = "") -> StageEstimate:
+    """One row for a stage that runs once per student."""
+    mem = max((p.memory_gib for p in parts), key=lambda m: m.get("total", 0.0), default={})
+    return StageEstimate(stage, sum(p.tokens for p in parts), sum(p.flops for p in parts),
+                         sum(p.gpu_hours for p in parts), parts[0].gpus, parts[0].price_per_gpu_hour, mem, detail)
+
+
+def _distill(recipe, teacher: ModelShape, vocab: int, plan: PlanConfig, peak: float) -> list[StageEstimate]:
+    """Stage 9, summed over the students whose shape the recipe gives (imported students are counted
+    by their traces only: their size is not known before they are downloaded)."""
+    d = recipe.distill
+    dense = [s for s in d.students if s.pretrain.import_from is None]
+    t = d.traces
+    prompts = len(t.families) * t.prompts_per_family
+    out = [generation_estimate(teacher, vocab, prompts * t.sampling.n, t.sampling.max_tokens, plan, peak,
+                               "distill_traces")]
+    if not dense:
+        return out
+    samples = prompts * t.max_per_prompt / (1 - t.non_reasoning_share)
+    seq = int(plan.prompt_tokens + t.sampling.max_tokens * plan.completion_fill)
+    names = ", ".join(s.name for s in dense)
+    out.append(_sum("student_pretrain", [pretrain_estimate(s.pretrain.model, vocab, s.pretrain.steps * s.pretrain.batch_size
+                                                           * s.pretrain.nproc * s.pretrain.seq_len, s.pretrain.seq_len,
+                                                           plan, peak) for s in dense], names))
+    out.append(_sum("distill", [sft_estimate(s.pretrain.model, vocab, samples * d.sft.epochs, seq, plan, peak, "distill")
+                                for s in dense], names))
+    if d.rl_baseline:
+        r = d.rl
+        out.append(_sum("student_rl", [rl_estimate(s.pretrain.model, vocab, r.steps, r.prompts_per_step * r.num_generations,
+                                                   r.max_completion_length, r.beta, plan, peak, "student_rl")
+                                       for s in dense], names))
+    return out
+
+
+def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int | None = None) -> dict:
     """Every stage of `recipe` (an r1flow.recipe.Recipe) that costs compute, with parameter counts.
-    Evaluation is counted once per checkpoint it scores (base, R1-Zero, the two SFT and two RL checkpoints)."""
+    Evaluation is counted once per checkpoint it scores: base, R1-Zero, the two SFT and two RL
+    checkpoints, and per student its pretrained, distilled and RL-only checkpoints (at the teacher's
+    size, an upper bound)."""
     from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 
     plan: PlanConfig = recipe.plan
@@ -221,6 +257,10 @@ def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int = 
     stages.append(rl_estimate(model, vocab, rz.steps, rz.prompts_per_step * rz.num_generations,
                               rz.max_completion_length, rz.beta, plan, peak, "r1_zero"))
     stages += _r1_path(recipe, model, vocab, plan, peak)
+    if recipe.distill.students:
+        stages += _distill(recipe, model, vocab, plan, peak)
+    if evaluated_checkpoints is None:
+        evaluated_checkpoints = 6 + len(recipe.distill.students) * (2 + recipe.distill.rl_baseline)
     ev = recipe.evaluate
     fams = ev.families or REASONING_FAMILIES + INSTRUCTION_FAMILIES
     stages.append(generation_estimate(model, vocab, evaluated_checkpoints * len(fams) * ev.max_per_family * ev.sampling.n,

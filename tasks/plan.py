@@ -7,6 +7,8 @@ time of the run that built it). This module does not estimate anything itself.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models.plan import format_plan, plan_recipe
 from r1flow.tasks.common import publish_markdown
@@ -23,22 +25,36 @@ def measured_seconds(store: ArtifactStore, refs: dict[str, ArtifactRef]) -> dict
     return out
 
 
-def latest_refs(store: ArtifactStore, recipe) -> dict[str, ArtifactRef]:
-    """The newest artifact of each stage whose manifest config equals the recipe's section (for
-    `r1flow plan` after a run; evaluate artifacts are keyed by the checkpoint they scored)."""
-    from r1flow.flows.pipeline import STAGES
+def _key(store: ArtifactStore, m, recipe) -> str | None:
+    """The run key (as in flows/pipeline.py) of an artifact made with this recipe, else None."""
+    dump = lambda cfg: cfg.model_dump(mode="json")  # noqa: E731
+    students = {s.name: s for s in recipe.distill.students}
+    if m.stage == "evaluate":
+        return f"evaluate:{m.config.get('label')}" if m.config.get("eval") == dump(recipe.evaluate) else None
+    if m.stage == "student_pretrain":
+        s = students.get(m.config.get("name"))
+        return f"student_pretrain:{s.name}" if s is not None and m.config == dump(s) else None
+    if m.stage == "distill_traces":
+        return m.stage if m.config == dump(recipe.distill.traces) else None
+    if m.stage == "distill":
+        ok = m.config.get("student") in students and m.config.get("sft") == dump(recipe.distill.sft)
+        return f"distill:{m.config['student']}" if ok else None
+    if m.stage == "student_rl":  # its config is the shared RL section; the student is its first parent
+        if m.config != dump(recipe.distill.rl) or not m.parents:
+            return None
+        name = store.manifest(m.parents[0]).config.get("name")
+        return f"student_rl:{name}" if name in students else None
+    sec = getattr(recipe, m.stage, None)
+    return m.stage if isinstance(sec, BaseModel) and m.config == dump(sec) else None
 
-    sections = {stage: getattr(recipe, stage) for stage in STAGES if hasattr(recipe, stage)}
+
+def latest_refs(store: ArtifactStore, recipe) -> dict[str, ArtifactRef]:
+    """The newest artifact of each stage (per student, per evaluated checkpoint) whose manifest config
+    equals the recipe's section (for `r1flow plan` after a run)."""
     refs: dict[str, ArtifactRef] = {}
     for m in store.list():  # oldest first: later ones win
-        sec = sections.get(m.stage)
-        if sec is None:
-            continue
-        evaluate = m.stage == "evaluate"
-        if (m.config.get("eval") if evaluate else m.config) != sec.model_dump(mode="json"):
-            continue
-        key = f"evaluate:{m.config.get('label')}" if evaluate else m.stage
-        refs[key] = store.ref(m.id)
+        if (key := _key(store, m, recipe)) is not None:
+            refs[key] = store.ref(m.id)
     return refs
 
 

@@ -109,11 +109,12 @@ def test_plan_after_a_run_shows_estimate_next_to_measured(smoke_run):
     # evaluate's time is the sum over the checkpoints it scored, each from its own manifest.
     assert measured["evaluate"] == pytest.approx(sum(store.manifest(refs[k].id).summary["seconds"]
                                                      for k in refs if k.startswith("evaluate:")))
-    assert len([k for k in refs if k.startswith("evaluate:")]) == 6
+    assert len([k for k in refs if k.startswith("evaluate:")]) == 9  # 6 of the R1 path, 3 of the student
+    assert {"student_pretrain:qwen2_s", "distill_traces", "distill:qwen2_s", "student_rl:qwen2_s"} <= set(refs)
     estimates = {e.stage: e.wall_hours * 3600 for e in plan.plan_recipe(recipe)["stages"]}
     text = plan_markdown(recipe, refs, store)
     for stage in ("pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl", "rejection_sampling", "sft_mix",
-                  "reward_model", "final_rl", "evaluate"):
+                  "reward_model", "final_rl", "distill_traces", "student_pretrain", "distill", "student_rl", "evaluate"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {stage} |"))
         assert "not run" not in row
         ratio = float(row.rstrip(" |").split("|")[-1])
