@@ -81,3 +81,35 @@ def test_vllm_cpu_rope_kernel_mishandles_strided_query():
     strided = full.clone()
     rope.forward_cpu(pos, strided[..., nope:], k.clone())  # in place, as MLA calls it
     assert (strided[..., nope:] - want.view(t, h, 64)).abs().max() > 1e-2
+
+
+@pytest.mark.slow
+def test_dense_model_serves_seeded_batches_over_the_token_budget(tmp_path):
+    """vLLM on CPU keeps chunked prefill on for non-MLA models, and a split prompt's seeded generator
+    is then rewound with an offset a CPU generator does not have ("CPU Generator does not use
+    offset"). make_engine turns chunked prefill off (models/fleet.py: no_chunked_prefill_on_cpu)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from r1flow.models.dense import FLAVORS
+    from r1flow.models.engine import SamplingConfig
+    from r1flow.models.fleet import make_engine
+
+    vocab = [f"t{i}" for i in range(300)] + ["<|pad|>", "<|bos|>", "<|eos|>"]
+    tk = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="t0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|pad|>", bos_token="<|bos|>", eos_token="<|eos|>",
+                                  unk_token="t0")
+    tok.save_pretrained(tmp_path)
+    shape = FLAVORS["debug"].model_copy(update={"num_attention_heads": 2, "num_key_value_heads": 1})  # head_dim 32
+    cfg = shape.to_hf(len(vocab), 301, 302, 300)  # Llama-style
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).save_pretrained(tmp_path)
+    engine = make_engine(str(tmp_path), EngineConfig(kv_cache_gib=0.25, max_model_len=256))
+    try:
+        assert engine.llm.llm_engine.vllm_config.scheduler_config.enable_chunked_prefill is False
+        prompts = [" ".join(f"t{(i * 7 + j) % 300}" for j in range(200)) for i in range(64)]  # 12,800 tokens
+        out = engine.generate(prompts, SamplingConfig(n=4, max_tokens=8, temperature=1.0))
+    finally:
+        engine.close()
+    assert len(out) == 64 and all(len(c) == 4 for c in out)
