@@ -137,11 +137,7 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
         if evals and opts.mode("report") != "skip":
             curves = {st: refs[st] for st in RL_STAGES if st in refs}
             curves |= {f"{s.name}_rl": refs[f"student_rl:{s.name}"] for s in students if f"student_rl:{s.name}" in refs}
-            store = ArtifactStore(root)
-            seconds = {f"{s.name}{suffix}": store.manifest(refs[f"{st}:{s.name}"].id).summary.get("seconds", 0.0)
-                       for s in students for st, suffix in (("distill", "_distill"), ("student_rl", "_rl"))
-                       if f"{st}:{s.name}" in refs}
-            refs["report"] = report_task(recipe.name, evals, curves, [s.name for s in students], seconds, root,
+            refs["report"] = report_task(recipe.name, evals, curves, [s.name for s in students], root,
                                          opts.mode("report"))
     publish_lineage(root, refs, recipe.name)
     publish_plan(recipe, root, refs)

@@ -205,7 +205,7 @@ def _r1_path(recipe, model: ModelShape, vocab: int, plan: PlanConfig, peak: floa
 
 def _sum(stage: str, parts: list[StageEstimate], detail: str = "") -> StageEstimate:
     """One row for a stage that runs once per student."""
-    mem = max((p.memory_gib for p in parts), key=lambda m: m.get("total", 0.0), default={})
+    mem = max((p.memory_gib for p in parts), key=lambda m: sum(m.values()), default={})  # the largest student
     return StageEstimate(stage, sum(p.tokens for p in parts), sum(p.flops for p in parts),
                          sum(p.gpu_hours for p in parts), parts[0].gpus, parts[0].price_per_gpu_hour, mem, detail)
 

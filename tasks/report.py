@@ -31,6 +31,17 @@ def _read(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
+def training_seconds(store: ArtifactStore, evals: dict[str, ArtifactRef]) -> dict[str, float]:
+    """Wall time of the stage that made each evaluated checkpoint (an evaluation's first parent), for
+    the compute comparison of claim 4; read from the lineage, so it is fixed by the report's parents."""
+    out = {}
+    for label, ref in evals.items():
+        secs = store.manifest(store.manifest(ref.id).parents[0]).summary.get("seconds")
+        if secs is not None:
+            out[label] = float(secs)
+    return out
+
+
 def build_report(name: str, evals: dict[str, ArtifactRef], curves: dict[str, ArtifactRef], students: list[str],
                  seconds: dict[str, float], out: Path, summary: dict) -> None:
     loaded = {lb: {"summary": read_rows(ref.file("summary.parquet"), "eval_summary"),
@@ -64,9 +75,10 @@ def publish_report(name: str, ref: ArtifactRef) -> None:
 
 @task(name="report", cache_policy=NONE)
 def report_task(name: str, evals: dict[str, ArtifactRef], curves: dict[str, ArtifactRef], students: list[str],
-                seconds: dict[str, float], store_root: str, mode: str = "run") -> ArtifactRef:
+                store_root: str, mode: str = "run") -> ArtifactRef:
     """evals: checkpoint label -> its evaluate artifact, in run order; curves: RL label -> checkpoint."""
     store = ArtifactStore(store_root)
+    seconds = training_seconds(store, evals)
     ref = run_stage(store, stage="report", kind="report",
                     config={"name": name, "checkpoints": list(evals), "curves": list(curves), "students": students},
                     parents=[*evals.values(), *curves.values()], modules=[report, metrics],

@@ -64,6 +64,7 @@ def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     claims = json.loads((rep / "claims.json").read_text())
     assert [c["claim"] for c in claims] == [1, 2, 3, 4]
     assert all(c["verdict"] in ("holds", "does not hold", "not measured") and c["evidence"] for c in claims)
+    assert "compute: distill" in claims[3]["evidence"]  # each side's training time, read from the lineage
     md = (rep / "report.md").read_text()
     assert "![accuracy](accuracy.png)" in md and "qwen2_s_distill" in md and "qwen2_s_rl" in md
     assert (rep / "accuracy.png").stat().st_size > 1000 and (rep / "rl_curves.png").stat().st_size > 1000
