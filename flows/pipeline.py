@@ -16,7 +16,8 @@ from r1flow.data.lineage import mermaid_markdown
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.recipe import Recipe
 from r1flow.tasks.common import log, publish_markdown
-from r1flow.tasks.distill import distill_task, distill_traces_task, student_pretrain_task, student_rl_task
+from r1flow.tasks.distill import (distill_task, distill_teacher_task, distill_traces_task, student_pretrain_task,
+                                  student_rl_task)
 from r1flow.tasks.evaluate import evaluate_task
 from r1flow.tasks.plan import publish_plan
 from r1flow.tasks.pretrain import pretrain_task
@@ -118,8 +119,14 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
     for s in students:
         go_as(f"student_pretrain:{s.name}", "student_pretrain", student_pretrain_task, s, refs.get("world"),
               refs.get("tokenizer"))
+    teacher = "final_rl"
+    if students and recipe.distill.teacher_from:
+        # The user's teacher replaces R1 as the traces' parent; it runs (is imported) with distill_traces.
+        teacher = "distill_teacher"
+        go_as(teacher, "distill_traces", distill_teacher_task, recipe.distill.teacher_from, refs.get("world"),
+              refs.get("tokenizer"))
     if students:
-        go("distill_traces", distill_traces_task, recipe.distill.traces, refs.get("final_rl"), refs.get("world"))
+        go("distill_traces", distill_traces_task, recipe.distill.traces, refs.get(teacher), refs.get("world"))
     for s in students:
         go_as(f"distill:{s.name}", "distill", distill_task, s.name, recipe.distill.sft,
               refs.get(f"student_pretrain:{s.name}"), refs.get("distill_traces"))
@@ -128,6 +135,8 @@ def run_dag(recipe: Recipe, opts: RunOptions) -> dict[str, ArtifactRef]:
                   refs.get(f"student_pretrain:{s.name}"), refs.get("world"))
     if opts.mode("evaluate") != "skip":
         checkpoints = [(LABELS[st], refs[st]) for st in CHECKPOINTS if st in refs]
+        if "distill_teacher" in refs:
+            checkpoints.append(("teacher", refs["distill_teacher"]))
         checkpoints += [(s.name + suffix, refs[f"{st}:{s.name}"]) for s in students
                         for st, suffix in STUDENT_CHECKPOINTS.items() if f"{st}:{s.name}" in refs]
         for label, ckpt in checkpoints:

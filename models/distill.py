@@ -6,7 +6,9 @@ Everything here is configuration: the stages reuse the code of earlier stages wi
   or `import_from` a real student (Qwen2.5-Math-1.5B, Llama-3.1-8B, any causal LM id or path).
 - `distill_traces`: R1 (the `final_rl` checkpoint) answers the distillation prompts with vLLM; the
   rejection-sampling code (models/collect.py) keeps verified, readable traces and adds instruction
-  answers, as the paper reused its ~800k SFT samples.
+  answers, as the paper reused its ~800k SFT samples. With `teacher_from`, a checkpoint the user
+  names writes them instead (open-r1 distils from DeepSeek-R1 itself); it is imported into the store
+  as `distill_teacher` and evaluated as `teacher`.
 - `distill`: models/sft.py (TRL `SFTTrainer`) on those traces, no RL afterwards.
 - `student_rl`: models/grpo.py from the pretrained student with the R1-Zero rewards.
 """
@@ -48,6 +50,9 @@ class DistillConfig(BaseModel):
 
     students: list[StudentConfig] = Field(default_factory=list,
                                           description="Dense students; an empty list skips stage 9.")
+    teacher_from: str | None = Field(
+        None, description="Hugging Face causal LM id or path that writes the traces instead of this run's R1 "
+                          "(final_rl); None: the run's R1.")
     traces: RejectionConfig = Field(
         default_factory=RejectionConfig,
         description="R1 answers the distillation prompts; verified, readable traces plus instruction answers.")

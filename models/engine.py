@@ -145,6 +145,15 @@ class VLLMEngine:
         if cpu:
             kwargs["compilation_config"] = {"custom_ops": ["all", "-rotary_embedding"]}
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
+            # Work around a vLLM CPU bug: chunked prefill off for every model, as vLLM's CPU platform
+            # already does for MLA models (vllm/platforms/cpu.py, `check_and_update_config`). With it
+            # on, a prompt split over two steps has its first sampled token discarded and the model
+            # runner (the GPU one, also used on CPU) rewinds the request's seeded generator with
+            # `gen.set_offset(gen.get_offset() - 4)` (`_bookkeeping_sync`); a CPU torch.Generator has
+            # no offset: "RuntimeError: CPU Generator does not use offset". Every request here is
+            # seeded, so any dense model (the stage-9 students) crashed once a batch exceeded the
+            # token budget. The fleet's `vllm serve` processes get the same flag (models/fleet.py).
+            kwargs["enable_chunked_prefill"] = False
         self.model_dir = model_dir
         self.llm = LLM(model=model_dir, dtype=dtype, gpu_memory_utilization=cfg.memory_fraction,
                        max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager,

@@ -95,9 +95,9 @@ class VLLMServerFleet:
             cmd.append("--enforce-eager")
         if self.cfg.trust_remote_code:
             cmd.append("--trust-remote-code")
-        if cpu:  # the same two CPU settings as the in-process engine (models/engine.py)
+        if cpu:  # the same CPU settings as the in-process engine, whose comments say why (models/engine.py)
             cmd += ["--compilation-config", json.dumps({"custom_ops": ["all", "-rotary_embedding"]}),
-                    "--kv-cache-memory-bytes", str(int(self.cfg.kv_cache_gib * 2**30))]
+                    "--kv-cache-memory-bytes", str(int(self.cfg.kv_cache_gib * 2**30)), "--no-enable-chunked-prefill"]
         else:
             cmd += ["--gpu-memory-utilization", str(self.cfg.memory_fraction)]
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
@@ -196,43 +196,11 @@ class VLLMServerFleet:
         self.http.close()
 
 
-def no_chunked_prefill_on_cpu() -> None:
-    """Work around a vLLM CPU bug: turn chunked prefill off for every model, as vLLM's CPU platform
-    already does for MLA models (vllm/platforms/cpu.py, `check_and_update_config`).
-
-    With chunked prefill on, a prompt split over two steps has its first sampled token discarded,
-    and the GPU model runner (also used on CPU) rewinds that request's seeded generator with
-    `gen.set_offset(gen.get_offset() - 4)` (`_bookkeeping_sync`). A CPU `torch.Generator` has no
-    offset: "RuntimeError: CPU Generator does not use offset". r1flow seeds every request, so any
-    dense model (the distillation students: Llama, Qwen2) crashed as soon as a batch of prompts
-    exceeded the token budget. The DeepSeek-V3 checkpoints are MLA models, for which this changes
-    nothing. Idempotent; a no-op off CPU."""
-    from vllm.platforms import cpu
-
-    original = cpu.CpuPlatform.check_and_update_config
-    if getattr(original, "_r1flow_no_chunked_prefill", False):
-        return
-
-    def check_and_update_config(cls, vllm_config) -> None:
-        original.__func__(cls, vllm_config)
-        sched = vllm_config.scheduler_config
-        if vllm_config.model_config is not None and sched.enable_chunked_prefill:
-            sched.enable_chunked_prefill = False
-            sched.max_num_batched_tokens = max(vllm_config.model_config.max_model_len,
-                                               sched.DEFAULT_MAX_NUM_BATCHED_TOKENS)
-
-    check_and_update_config._r1flow_no_chunked_prefill = True
-    cpu.CpuPlatform.check_and_update_config = classmethod(check_and_update_config)
-
-
 def make_engine(model_dir: str, cfg: EngineConfig, log_dir: Path | None = None):
     """The recipe's rollout engine: in-process vLLM, or a server fleet when servers are configured."""
     check_checkpoint(model_dir)
     if cfg.servers or cfg.launch_servers:
         return VLLMServerFleet(model_dir, cfg, log_dir)
-    from r1flow.models.engine import VLLMEngine, _on_cpu
-
-    if _on_cpu():
-        no_chunked_prefill_on_cpu()
+    from r1flow.models.engine import VLLMEngine
 
     return VLLMEngine(model_dir, cfg)

@@ -38,7 +38,7 @@ from r1flow.models.deepseek_v3.balancing import (RouterProbe, load_imbalance, se
                                                  update_bias)
 from r1flow.models.deepseek_v3.config import MoEModelConfig
 from r1flow.models.deepseek_v3.mtp import MultiTokenPrediction
-from r1flow.models.dense import DenseModelConfig
+from r1flow.models.dense import DenseModelConfig, pin_tokenizer
 
 
 class PretrainConfig(BaseModel):
@@ -399,6 +399,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
+    if isinstance(cfg.model, DenseModelConfig):
+        pin_tokenizer(out_dir)  # transformers 5 would load a qwen2 student with an extra token
     extra = out_dir / "r1flow"
     extra.mkdir(exist_ok=True)
     _write_metrics(history, extra / "metrics.parquet")

@@ -190,8 +190,12 @@ def check_claims(evals: dict[str, dict], curves: dict[str, list[dict]], students
             parts.append(f"{s}: distill {_row(evals, dl)['pass@1']:.3f} vs RL-only {_row(evals, rl)['pass@1']:.3f}, "
                          f"paired {d:+.3f} [{lo:+.3f}, {hi:+.3f}]{budget}")
     if verdicts:
+        # The traces' writer: the run's R1, or the checkpoint `distill.teacher_from` imported as "teacher".
+        teacher = "teacher" if _row(evals, "teacher") else "r1"
+        head = (f"traces from {'distill.teacher_from' if teacher == 'teacher' else 'r1'}, pass@1 "
+                f"{_row(evals, teacher)['pass@1']:.3f}; ") if _row(evals, teacher) else ""
         out.append(Claim(4, text, all(verdicts),
-                         "; ".join(parts) + " (rule: for every student the interval is above 0)"))
+                         head + "; ".join(parts) + " (rule: for every student the interval is above 0)"))
     else:
         out.append(Claim(4, text, None, "needs a distilled and an RL-only evaluation of the same student"))
     return out

@@ -129,6 +129,8 @@ def _local_paths(recipe: Recipe) -> list[tuple[str, str]]:
     for i, st in enumerate(recipe.distill.students):
         if st.pretrain.import_from:
             out.append((f"distill.students.{i}.pretrain.import_from", st.pretrain.import_from))
+    if recipe.distill.teacher_from:
+        out.append(("distill.teacher_from", recipe.distill.teacher_from))
     if recipe.tokenizer.hub_id:
         out.append(("tokenizer.hub_id", recipe.tokenizer.hub_id))
     return out

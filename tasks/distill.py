@@ -14,6 +14,7 @@ from prefect.cache_policies import NONE
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models import collect, grpo, sft
 from r1flow.models.distill import StudentConfig
+from r1flow.models.pretrain import PretrainConfig
 from r1flow.tasks.common import run_stage
 from r1flow.tasks.pretrain import pretrain_stage
 from r1flow.tasks.r1 import COLLECT_MODULES, SFT_MODULES, build_rejection, build_sft
@@ -27,12 +28,22 @@ def student_pretrain_task(student: StudentConfig, world_ref: ArtifactRef, tok_re
                           key_config=student, label=f"student_pretrain-{student.name}")
 
 
+@task(name="distill_teacher", cache_policy=NONE)
+def distill_teacher_task(source: str, world_ref: ArtifactRef, tok_ref: ArtifactRef, store_root: str,
+                         mode: str = "run") -> ArtifactRef:
+    """`distill.teacher_from`: import the user's teacher into the store, as stage 1 imports a base."""
+    return pretrain_stage("distill_teacher", PretrainConfig(import_from=source), world_ref, tok_ref, store_root, mode,
+                          key_config={"import_from": source}, label="distill_teacher")
+
+
 @task(name="distill_traces", cache_policy=NONE)
-def distill_traces_task(cfg: collect.RejectionConfig, r1_ref: ArtifactRef, world_ref: ArtifactRef, store_root: str,
-                        mode: str = "run") -> ArtifactRef:
+def distill_traces_task(cfg: collect.RejectionConfig, teacher_ref: ArtifactRef, world_ref: ArtifactRef,
+                        store_root: str, mode: str = "run") -> ArtifactRef:
+    """teacher_ref: the run's R1 (final_rl), or the imported `distill_teacher`."""
     return run_stage(ArtifactStore(store_root), stage="distill_traces", kind="dataset", config=cfg,
-                     parents=[r1_ref, world_ref], modules=COLLECT_MODULES,
-                     build=lambda out, s, _w: build_rejection(cfg, r1_ref, world_ref, out, s, stage="distill_traces"),
+                     parents=[teacher_ref, world_ref], modules=COLLECT_MODULES,
+                     build=lambda out, s, _w: build_rejection(cfg, teacher_ref, world_ref, out, s,
+                                                              stage="distill_traces"),
                      mode=mode)
 
 

@@ -10,7 +10,7 @@ from prefect.cache_policies import NONE
 from r1flow.data import metrics, notation, verify
 from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
-from r1flow.models import engine as eng, evaluate as ev
+from r1flow.models import engine as eng, evaluate as ev, fleet
 from r1flow.models.fleet import make_engine
 from r1flow.tasks.common import log, publish_table, run_stage
 
@@ -48,7 +48,7 @@ def evaluate_task(cfg: ev.EvalConfig, label: str, ckpt: ArtifactRef, world_ref: 
                   mode: str = "run") -> ArtifactRef:
     store = ArtifactStore(store_root)
     ref = run_stage(store, stage="evaluate", kind="report", config={"eval": cfg.model_dump(mode="json"), "label": label},
-                    parents=[ckpt, world_ref], modules=[ev, eng, metrics, verify, notation],
+                    parents=[ckpt, world_ref], modules=[ev, eng, fleet, metrics, verify, notation],
                     build=lambda out, s, _w: build_eval(cfg, label, ckpt, world_ref, out, s), mode=mode)
     table = read_rows(ref.file("summary.parquet"), "eval_summary")
     publish_table(f"r1flow-eval-{label}", table, f"Held-out evaluation of **{label}** (artifact `{ref.id[:12]}`)")

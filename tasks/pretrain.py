@@ -53,8 +53,6 @@ def train(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, 
                                on_log=lambda rec: progress.update(rec["step"]))
     else:
         summary |= run_torchrun(cfg, corpus, heldout, Path(tok_ref.path), out, work)
-    if isinstance(cfg.model, dense.DenseModelConfig):
-        dense.pin_tokenizer(out)
     img = out / "r1flow" / "expert_load.png"
     publish_markdown(f"r1flow-{label}-report", pretrain_markdown(summary, img),
                      f"{label}: loss vs unigram baseline, throughput, MoE balance")
@@ -110,7 +108,7 @@ def pretrain_stage(stage: str, cfg: pt.PretrainConfig, world_ref: ArtifactRef, t
         else:
             train(cfg, world_ref, tok_ref, out, summary, work, label=label or stage)
 
-    modules = [pt, mcfg, balancing, mtp, plots, fp8] + ([dense] if isinstance(cfg.model, dense.DenseModelConfig) else [])
+    modules = [pt, mcfg, balancing, mtp, plots, fp8, dense]
     return run_stage(ArtifactStore(store_root), stage=stage, kind="checkpoint", config=key_config or cfg,
                      parents=[world_ref, tok_ref], modules=modules, build=build, mode=mode)
 

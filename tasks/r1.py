@@ -17,11 +17,11 @@ from prefect.cache_policies import NONE
 from r1flow.data import filters, notation, schemas, templates, verify
 from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
-from r1flow.models import collect, engine, grpo, plots, reward_model, sft
+from r1flow.models import collect, engine, fleet, grpo, plots, reward_model, sft
 from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
 from r1flow.tasks.r1_zero import rl_stage
 
-COLLECT_MODULES = [collect, filters, verify, notation, templates, engine, schemas]
+COLLECT_MODULES = [collect, filters, verify, notation, templates, engine, fleet, schemas]
 SFT_MODULES = [sft, templates, plots, schemas]
 
 
@@ -162,7 +162,7 @@ def sft_mix_task(cfg: sft.SFTStageConfig, pretrain_ref: ArtifactRef, mix_ref: Ar
 def reward_model_task(cfg: reward_model.RewardModelConfig, sft_mix_ref: ArtifactRef, world_ref: ArtifactRef,
                       store_root: str, mode: str = "run") -> ArtifactRef:
     return run_stage(ArtifactStore(store_root), stage="reward_model", kind="checkpoint", config=cfg,
-                     parents=[sft_mix_ref, world_ref], modules=[reward_model, collect, verify, templates, schemas],
+                     parents=[sft_mix_ref, world_ref], modules=[reward_model, collect, verify, templates, schemas, engine, fleet],
                      build=lambda out, s, w: build_reward_model(cfg, sft_mix_ref, world_ref, out, s, w), mode=mode)
 
 

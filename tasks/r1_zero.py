@@ -11,10 +11,10 @@ from prefect.cache_policies import NONE
 from r1flow.data import notation, rewards, templates, verify
 from r1flow.data.schemas import read_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
-from r1flow.models import engine, grpo, plots
+from r1flow.models import engine, fleet, grpo, plots
 from r1flow.tasks.common import Progress, publish_markdown, run_stage
 
-GRPO_MODULES = [grpo, rewards, verify, engine, templates, notation, plots]
+GRPO_MODULES = [grpo, rewards, verify, engine, fleet, templates, notation, plots]
 
 
 def curves_markdown(stage: str, summary: dict, png: Path) -> str:

@@ -87,7 +87,7 @@ def test_vllm_cpu_rope_kernel_mishandles_strided_query():
 def test_dense_model_serves_seeded_batches_over_the_token_budget(tmp_path):
     """vLLM on CPU keeps chunked prefill on for non-MLA models, and a split prompt's seeded generator
     is then rewound with an offset a CPU generator does not have ("CPU Generator does not use
-    offset"). make_engine turns chunked prefill off (models/fleet.py: no_chunked_prefill_on_cpu)."""
+    offset"). VLLMEngine turns chunked prefill off on CPU (models/engine.py)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 

@@ -141,6 +141,24 @@ def test_from_until_and_force(smoke_run, tmp_path):
     assert len(store.list()) == n
 
 
+def test_distill_from_a_teacher_the_user_names(smoke_run):
+    """distill.teacher_from: the user's checkpoint (here the smoke run's RL-only student, a Qwen2
+    model) writes the traces instead of R1, is recorded as their parent and is evaluated as `teacher`."""
+    recipe, store_root, paths = smoke_run
+    store = ArtifactStore(store_root)
+    source = paths["student_rl:qwen2_s"]
+    mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": source})})
+    got = pipeline(recipe=mine, from_stage="distill_traces", until_stage="distill_traces")
+    teacher = store.manifest(got["distill_teacher"].rsplit("/", 1)[-1])
+    assert teacher.stage == "distill_teacher" and teacher.summary["imported_from"] == source
+    traces = store.manifest(got["distill_traces"].rsplit("/", 1)[-1])
+    assert traces.parents == [teacher.id, paths["world"].rsplit("/", 1)[-1]]
+    assert got["distill_traces"] != paths["distill_traces"]
+    rows = read_rows(f"{got['distill_traces']}/samples.parquet", "sft_samples")
+    assert rows and {r["source"] for r in rows} <= {"distill_teacher", "world"}
+    assert "distill_teacher" not in pipeline(recipe=recipe, from_stage="distill_traces", until_stage="distill_traces")
+
+
 def test_each_stage_has_its_own_flow(smoke_run):
     recipe, _, paths = smoke_run
     assert set(STAGE_FLOWS) == {"world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",

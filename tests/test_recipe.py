@@ -55,6 +55,7 @@ def test_real_scale_recipe_matches_deepseek_v3_size():
      "distill.traces.engine.max_model_len=512 exceeds distill.students.0.pretrain.model.max_position_embeddings=256"),
     ("distill: {students: [{name: s, pretrain: {import_from: ./no/such/student}}]}",
      "distill.students.0.pretrain.import_from: no such file or directory"),
+    ("distill: {teacher_from: ./no/such/teacher}", "distill.teacher_from: no such file or directory"),
     ("distill: {students: [{name: s, pretrain: {model: {arch: llama}, mtp_depth: 0, precision: fp8}}]}",
      "precision=fp8 needs the MoE model"),
 ])

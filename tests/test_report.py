@@ -54,6 +54,11 @@ def test_all_four_claims_hold_when_the_numbers_say_so():
     assert [c.verdict for c in claims] == ["holds"] * 4, [c.evidence for c in claims]
     assert "base 0.200 -> r1_zero 0.600" in claims[0].evidence and "20.0 (first quarter) -> 40.0" in claims[0].evidence
     assert "0.800" in claims[1].evidence and "compute: distill 10 s vs RL 30 s" in claims[3].evidence
+    assert claims[3].evidence.startswith("traces from r1, pass@1 0.600;")
+    # A teacher imported with distill.teacher_from is evaluated as "teacher"; claim 4 names it instead.
+    evals |= _evals({"teacher": {"correct_rate": dict.fromkeys(FAM, 0.9)}})
+    c4 = report.check_claims(evals, {}, ["s"])[3]
+    assert c4.verdict == "holds" and c4.evidence.startswith("traces from distill.teacher_from, pass@1 0.900;")
 
 
 def test_each_claim_fails_on_its_own_rule():
