@@ -45,6 +45,9 @@ def test_two_servers_share_rollouts_and_hold_trainer_weights(fleet, smoke_run, t
 
     _, _, paths = smoke_run
     assert len(fleet.urls) == 2
+    # The servers run with chunked prefill off on CPU, as the in-process engine (models/engine.py).
+    if not torch.cuda.is_available():
+        assert all("'enable_chunked_prefill': False" in fleet._log(i).read_text() for i in range(2))
     model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32)
     before = list(fleet.requests)
     prompts = _prompts(paths, 4)
