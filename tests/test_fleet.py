@@ -45,9 +45,6 @@ def test_two_servers_share_rollouts_and_hold_trainer_weights(fleet, smoke_run, t
 
     _, _, paths = smoke_run
     assert len(fleet.urls) == 2
-    # The servers run with chunked prefill off on CPU, as the in-process engine (models/engine.py).
-    if not torch.cuda.is_available():
-        assert all("'enable_chunked_prefill': False" in fleet._log(i).read_text() for i in range(2))
     model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32)
     before = list(fleet.requests)
     prompts = _prompts(paths, 4)
@@ -86,6 +83,25 @@ def test_grpo_samples_from_the_fleet(fleet, smoke_run, tmp_path):
     assert summary["max_logprob_gap"] <= 1e-3  # servers got the trainer's weights at connect and each step
     per_server = summary["rollout_server_requests"]
     assert len(per_server) == 2 and min(per_server) >= cfg.steps * cfg.prompts_per_step // 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the workaround is for vLLM's CPU platform")
+def test_a_dense_model_server_serves_seeded_batches_over_the_token_budget(smoke_run, tmp_path):
+    """vLLM on CPU keeps chunked prefill on for non-MLA models, and a split prompt's seeded generator
+    is then rewound with an offset a CPU generator lacks. The fleet's servers get chunked prefill off
+    (models/fleet.py), as the in-process engine (models/engine.py); a dense student served with a
+    batch far over the token budget shows it, and the dev-mode /server_info reports the setting."""
+    _, _, paths = smoke_run
+    f = VLLMServerFleet(paths["student_pretrain:qwen2_s"], ENGINE.model_copy(update={"launch_servers": 1}),
+                        log_dir=tmp_path / "logs")
+    try:
+        info = f.http.get(f"{f.urls[0]}/server_info", params={"config_format": "json"}, timeout=300)
+        assert info.raise_for_status().json()["vllm_config"]["scheduler_config"]["enable_chunked_prefill"] is False
+        prompts = _prompts(paths, 64)  # the smoke world's RL split: 56 prompts, ~6k tokens in one batch
+        out = f.generate(prompts, SamplingConfig(n=4, max_tokens=8, temperature=1.0))
+    finally:
+        f.close()
+    assert len(out) == len(prompts) > 40 and all(len(c) == 4 for c in out)
 
 
 def test_a_server_that_cannot_start_is_a_clear_error(tmp_path):
