@@ -20,15 +20,13 @@ from pathlib import Path
 
 from _common import OUT, device_name
 
-from r1flow.data.schemas import read_rows
 from r1flow.models import report
 from r1flow.recipe import load_recipe
+from r1flow.tasks.report import load_evaluation
 
 
 def _evals(paths: dict[str, str], labels: list[str]) -> dict[str, dict]:
-    return {lb: {"summary": read_rows(Path(paths[f"evaluate:{lb}"]) / "summary.parquet", "eval_summary"),
-                 "samples": read_rows(Path(paths[f"evaluate:{lb}"]) / "samples.parquet", "eval_samples")}
-            for lb in labels}
+    return {lb: load_evaluation(paths[f"evaluate:{lb}"]) for lb in labels}
 
 
 def _label(key: str) -> tuple[str, str | None]:
@@ -91,8 +89,9 @@ def main() -> None:
     for r in rows:
         for tag, name in (("r1", "r1"), ("strong", teacher_label)):
             lo, hi = r[f"{tag}_ci95"]
-            print(f"{r['student']:<10} {name:<14} {r[f'{tag}_teacher_pass@1']:>11.3f} {r[f'{tag}_distill_pass@1']:>8.3f} "
-                  f"{r['rl_only_pass@1']:>8.3f}  {r[f'{tag}_distill_minus_rl']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+            print(f"{r['student']:<10} {name:<14} {r[f'{tag}_teacher_pass@1']:>11.3f} "
+                  f"{r[f'{tag}_distill_pass@1']:>8.3f} {r['rl_only_pass@1']:>8.3f}  "
+                  f"{r[f'{tag}_distill_minus_rl']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     print(f"wrote {out}")
 
 

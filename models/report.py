@@ -191,9 +191,9 @@ def check_claims(evals: dict[str, dict], curves: dict[str, list[dict]], students
                          f"paired {d:+.3f} [{lo:+.3f}, {hi:+.3f}]{budget}")
     if verdicts:
         # The traces' writer: the run's R1, or the checkpoint `distill.teacher_from` imported as "teacher".
-        teacher = "teacher" if _row(evals, "teacher") else "r1"
-        head = (f"traces from {'distill.teacher_from' if teacher == 'teacher' else 'r1'}, pass@1 "
-                f"{_row(evals, teacher)['pass@1']:.3f}; ") if _row(evals, teacher) else ""
+        source = "distill.teacher_from" if "teacher" in evals else "r1"
+        row = _row(evals, "teacher" if "teacher" in evals else "r1")
+        head = f"traces from {source}, pass@1 {row['pass@1']:.3f}; " if row else ""
         out.append(Claim(4, text, all(verdicts),
                          head + "; ".join(parts) + " (rule: for every student the interval is above 0)"))
     else:

@@ -162,7 +162,8 @@ def sft_mix_task(cfg: sft.SFTStageConfig, pretrain_ref: ArtifactRef, mix_ref: Ar
 def reward_model_task(cfg: reward_model.RewardModelConfig, sft_mix_ref: ArtifactRef, world_ref: ArtifactRef,
                       store_root: str, mode: str = "run") -> ArtifactRef:
     return run_stage(ArtifactStore(store_root), stage="reward_model", kind="checkpoint", config=cfg,
-                     parents=[sft_mix_ref, world_ref], modules=[reward_model, collect, verify, templates, schemas, engine, fleet],
+                     parents=[sft_mix_ref, world_ref],
+                     modules=[reward_model, collect, verify, templates, schemas, engine, fleet],
                      build=lambda out, s, w: build_reward_model(cfg, sft_mix_ref, world_ref, out, s, w), mode=mode)
 
 

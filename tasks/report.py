@@ -42,10 +42,15 @@ def training_seconds(store: ArtifactStore, evals: dict[str, ArtifactRef]) -> dic
     return out
 
 
+def load_evaluation(path: str | Path) -> dict:
+    """An evaluate artifact's summary and per-sample rows, as models/report.py takes them."""
+    return {"summary": read_rows(Path(path) / "summary.parquet", "eval_summary"),
+            "samples": read_rows(Path(path) / "samples.parquet", "eval_samples")}
+
+
 def build_report(name: str, evals: dict[str, ArtifactRef], curves: dict[str, ArtifactRef], students: list[str],
                  seconds: dict[str, float], out: Path, summary: dict) -> None:
-    loaded = {lb: {"summary": read_rows(ref.file("summary.parquet"), "eval_summary"),
-                   "samples": read_rows(ref.file("samples.parquet"), "eval_samples")} for lb, ref in evals.items()}
+    loaded = {lb: load_evaluation(ref.path) for lb, ref in evals.items()}
     rl = {lb: _read(Path(ref.path) / "r1flow" / "metrics.parquet") for lb, ref in curves.items()}
     claims = report.check_claims(loaded, rl, students, seconds)
     images = [out / "accuracy.png"]
