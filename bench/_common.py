@@ -21,7 +21,7 @@ def base_refs(store, recipe, base: str | None = None, world: str | None = None) 
     """The recipe's artifacts in the store (latest run with this recipe's configs), with the base
     checkpoint and the world dataset replaceable by explicit directories."""
     from r1flow.data.store import ArtifactRef
-    from r1flow.tasks.plan import latest_refs
+    from r1flow.stages import latest_refs
 
     refs = latest_refs(store, recipe)
     for stage, kind, path in (("pretrain", "checkpoint", base), ("world", "dataset", world)):

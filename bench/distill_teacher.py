@@ -20,7 +20,7 @@ from pathlib import Path
 
 from _common import OUT, device_name
 
-from r1flow.models import report
+from r1flow.models.eval import report
 from r1flow.recipe import load_recipe
 from r1flow.tasks.report import load_evaluation
 
@@ -29,14 +29,12 @@ def _evals(paths: dict[str, str], labels: list[str]) -> dict[str, dict]:
     return {lb: load_evaluation(paths[f"evaluate:{lb}"]) for lb in labels}
 
 
-def _label(key: str) -> tuple[str, str | None]:
+def _label(recipe, key: str) -> tuple[str, str | None]:
     """A run key's evaluation label, and the student it belongs to (None for the R1 path)."""
-    from r1flow.flows.pipeline import LABELS, STUDENT_CHECKPOINTS
+    from r1flow.stages import checkpoints
 
-    stage, _, student = key.partition(":")
-    if student:
-        return student + STUDENT_CHECKPOINTS[stage], student
-    return LABELS[stage], None
+    labels = {node: label for label, node in checkpoints(recipe).items()}
+    return labels[key], key.partition(":")[2] or None
 
 
 def _pass1(ev: dict, label: str) -> float:
@@ -55,7 +53,7 @@ def main() -> None:
     paths = pipeline(recipe=recipe)
     if args.teacher not in paths:
         raise SystemExit(f"--teacher {args.teacher!r}: not a checkpoint of this run; run keys: {', '.join(paths)}")
-    teacher_label, teacher_student = _label(args.teacher)
+    teacher_label, teacher_student = _label(recipe, args.teacher)
     base = _evals(paths, ["r1", teacher_label] + [s.name for s in recipe.distill.students])
     strong_p1 = _pass1(base, teacher_label)
     students = [s for s in recipe.distill.students

@@ -3,7 +3,7 @@
     python bench/grpo_step.py [--recipe configs/tiny.yaml] [--store artifacts] [--steps 6]
 
 Both sides train the recipe's base checkpoint (from the store; run `make run` first) on the same RL
-prompts with the same GRPOConfig (`models/grpo.py: grpo_args`), rewards and seed, for `--steps`
+prompts with the same GRPOConfig (`models/train/grpo.py: grpo_args`), rewards and seed, for `--steps`
 optimizer steps. r1flow is `run_grpo` itself, which records generation, weight sync, rewards and
 training per step. The baseline is a plain `GRPOTrainer` with TRL's own sampling (`model.generate`,
 `use_vllm=False`); its generation time is measured by wrapping `generate`, rewards by wrapping the
@@ -27,7 +27,7 @@ from _common import OUT, base_refs, device_name
 from r1flow.data.rewards import REWARDS
 from r1flow.data.schemas import read_rows
 from r1flow.data.store import ArtifactStore
-from r1flow.models.grpo import build_prompt_dataset, grpo_args, run_grpo
+from r1flow.models.train.grpo import build_prompt_dataset, grpo_args, run_grpo
 from r1flow.recipe import load_recipe
 
 

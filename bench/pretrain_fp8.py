@@ -4,7 +4,7 @@
 
 WORLD_DIR holds the world stage's corpus.parquet and heldout.parquet, TOKENIZER_DIR the tokenizer
 stage's files (both are artifacts of `make run`: `r1flow artifacts ls`). The script runs stage 1
-(`models/pretrain.py`) twice in one process on the same model, seed and data order: precision bf16
+(`models/train/pretrain.py`) twice in one process on the same model, seed and data order: precision bf16
 (the baseline) and fp8 (torchao's blockwise FP8 GEMMs, DeepSeek-V3's 1x128/128x128 scaling). It
 also times one GEMM of each model shape both ways, so the step-level ratio can be read against the
 kernel-level one. Writes bench/results/pretrain_fp8_<gpu>.json and a loss-curve PNG beside it.
@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from r1flow.models.deepseek_v3.config import FLAVORS
-from r1flow.models.pretrain import PretrainConfig, pretrain
+from r1flow.models.arch.deepseek_v3.config import FLAVORS
+from r1flow.models.train.pretrain import PretrainConfig, pretrain
 
 
 def prune_autotuning() -> None:
@@ -72,7 +72,7 @@ def gemm_ratio(m: int, k: int, n: int, reps: int = 20) -> dict:
 def agreement(m: int = 1000, k: int = 1024, n: int = 768) -> dict:
     """The GPU path against the CPU emulation on one linear: relative error of output and both
     gradients, each against float32 and against each other (same inputs, same upstream gradient)."""
-    from r1flow.models import fp8
+    from r1flow.models.arch import fp8
 
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g) * 0.02

@@ -4,7 +4,7 @@
 
 Uses the recipe's world corpus and tokenizer from the store (run `make run` first). For each model
 size (the recipe's model, 2x and 3x its width) and, for the recipe's model, three sequence lengths,
-it trains `--steps` steps with r1flow's loop (`models/pretrain.py`, aux-loss-free balancing on, MTP off
+it trains `--steps` steps with r1flow's loop (`models/train/pretrain.py`, aux-loss-free balancing on, MTP off
 so both sides compute the same loss) and with `transformers.Trainer` (same model from `build_model`,
 same packed rows, batch, AdamW betas, weight decay, lr schedule, clipping). Tokens/s leave out the
 first 10 steps (warm-up). MFU divides the model's training FLOPs per token (`train_flops_per_token`) by the dense matmul rate measured on this machine in the same run. Writes
@@ -25,9 +25,9 @@ import torch
 from _common import OUT, device_name
 
 from r1flow.data.store import ArtifactStore
-from r1flow.models.pretrain import build_model, matmul_peak_flops, pack, pretrain
+from r1flow.models.train.pretrain import build_model, matmul_peak_flops, pack, pretrain
 from r1flow.recipe import load_recipe
-from r1flow.tasks.plan import latest_refs
+from r1flow.stages import latest_refs
 
 WARMUP = 10
 

@@ -6,7 +6,7 @@ Uses the recipe's base checkpoint and RL prompts from the store (run `make run` 
 shape, both sides sample the same prompts under the R1-Zero template, G completions each, at the
 recipe's rollout temperature and completion length: transformers batches every prompt x G row into
 one left-padded `generate(do_sample=True)` call, as TRL does with `use_vllm=False`; r1flow sends each
-prompt once with n=G (`models/engine.py`). Throughput counts generated tokens up to and including EOS.
+prompt once with n=G (`models/rollout/engine.py`). Throughput counts generated tokens up to and including EOS.
 Shapes: the recipe's RL step (prompts_per_step x G) and one with twice the prompts. Each side runs `--repeats`
 times after one warm-up; the JSON has every timing, the mean +- std and the ratio.
 Writes bench/results/rollout_throughput_<device>.json. Never part of the test suite.
@@ -26,7 +26,7 @@ from _common import OUT, base_refs, device_name
 from r1flow.data.schemas import read_rows
 from r1flow.data.store import ArtifactStore
 from r1flow.data.templates import r1_zero_messages
-from r1flow.models.engine import SamplingConfig, VLLMEngine
+from r1flow.models.rollout.engine import SamplingConfig, VLLMEngine
 from r1flow.recipe import load_recipe
 
 

@@ -11,7 +11,7 @@ None into NaN and leaves it out of the sum over reward functions.
                    notation (R1 sec. 2.3.2's language-consistency reward, summed with accuracy);
                    0 for reasoning with no such word
 These three are rule rewards for reasoning prompts: on other prompts (instruction tasks, R1's general
-data) they return None, and the learned reward model (`models/reward_model.py`, reward name
+data) they return None, and the learned reward model (`models/train/reward_model.py`, reward name
 `helpfulness`) scores those instead, as in R1 sec. 2.3.4.
 
 `with_timeout` runs a reward call in a worker thread and gives up after `seconds`: the step goes on

@@ -24,6 +24,7 @@ from uuid import UUID
 
 from r1flow.flows.pipeline import STAGE_FLOWS, pipeline
 from r1flow.recipe import Recipe
+from r1flow.stages import STAGES
 from r1flow.procs import stop_process_group as stop
 
 POOL = "r1flow-local"
@@ -47,7 +48,8 @@ def deployments(recipe: Recipe, work_pool: str = POOL) -> list:
                                               "and force choose the part to (re)run.", **common)]
     for stage, fl in STAGE_FLOWS.items():
         out.append(fl.to_deployment(name=recipe.name, parameters=params,
-                                    description=f"Only the {stage} stage of recipe {recipe.name!r}.", **common))
+                                    description=f"Only the {stage} stage of recipe {recipe.name!r}: "
+                                                f"{STAGES[stage].what}.", **common))
     return out
 
 

@@ -13,14 +13,16 @@ within 5%. This module does not run or time anything except, for `gpu: cpu`, one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from r1flow.models.deepseek_v3.config import FLAVORS as MOE_FLAVORS
-from r1flow.models.deepseek_v3.config import MoEModelConfig
-from r1flow.models.dense import FLAVORS as DENSE_FLAVORS
-from r1flow.models.dense import DenseModelConfig
+
+from r1flow.models.arch.deepseek_v3.config import FLAVORS as MOE_FLAVORS
+from r1flow.models.arch.deepseek_v3.config import MoEModelConfig
+from r1flow.models.arch.dense import FLAVORS as DENSE_FLAVORS
+from r1flow.models.arch.dense import DenseModelConfig
 
 ModelShape = MoEModelConfig | DenseModelConfig
 
@@ -74,7 +76,7 @@ class PlanConfig(BaseModel):
             return self.peak_tflops * 1e12
         if self.gpu == "cpu":
             import torch
-            from r1flow.models.pretrain import matmul_peak_flops
+            from r1flow.models.train.pretrain import matmul_peak_flops
 
             return matmul_peak_flops(torch.device("cpu"), torch.float32)
         return GPUS[self.gpu][0]
@@ -169,103 +171,142 @@ def sft_estimate(model: ModelShape, vocab: int, sequences: float, seq_len: int, 
                          training_memory_gib(model.param_counts(vocab)["total"], plan), f"MFU {plan.mfu:.0%}")
 
 
-def _r1_path(recipe, model: ModelShape, vocab: int, plan: PlanConfig, peak: float) -> list[StageEstimate]:
-    """Stages 3-8. SFT and reward-model data sizes are upper bounds (every prompt yields its maximum
-    number of kept samples or pairs); sequence length is the prompt plus the filled completion."""
+@dataclass
+class PlanContext:
+    """What every stage estimator shares: the hardware plan, its peak, the MoE line's model shape
+    (also the teacher's and, as an upper bound, every evaluated checkpoint's) and the vocabulary."""
+
+    plan: PlanConfig
+    peak: float
+    model: ModelShape
+    vocab: int
+    evaluated_checkpoints: int = 0
+
+
+# A stage's estimator: its row (None: the recipe gives it nothing to compute, e.g. an imported base).
+# r1flow/stages.py names one per stage; plan_recipe runs those of the stages a run needs.
+Estimator = Callable[[Any, PlanContext], "StageEstimate | None"]
+
+
+def estimate_pretrain(recipe, c: PlanContext) -> StageEstimate | None:
+    p = recipe.pretrain
+    if p.import_from is not None:
+        return None
+    return pretrain_estimate(c.model, c.vocab, p.steps * p.batch_size * p.nproc * p.seq_len, p.seq_len, c.plan, c.peak)
+
+
+def estimate_rl(section: str) -> Estimator:
+    """A GRPO stage of the MoE line (r1_zero, reasoning_rl, final_rl)."""
+    def est(recipe, c: PlanContext) -> StageEstimate:
+        r = getattr(recipe, section)
+        return rl_estimate(c.model, c.vocab, r.steps, r.prompts_per_step * r.num_generations, r.max_completion_length,
+                           r.beta, c.plan, c.peak, section)
+    return est
+
+
+def estimate_sampling(section: str) -> Estimator:
+    """Sampling a dataset from a policy (cold_start, rejection_sampling)."""
+    def est(recipe, c: PlanContext) -> StageEstimate:
+        s = getattr(recipe, section)
+        prompts = len(s.families) * s.prompts_per_family
+        return generation_estimate(c.model, c.vocab, prompts * s.sampling.n, s.sampling.max_tokens, c.plan, c.peak,
+                                   section)
+    return est
+
+
+def estimate_sft(section: str, data: str) -> Estimator:
+    """SFT of the base on a sampled dataset (sft_cold on cold_start, sft_mix on rejection_sampling). The
+    data size is an upper bound (every prompt yields its maximum number of kept samples); the sequence
+    is the prompt plus the filled completion."""
+    def est(recipe, c: PlanContext) -> StageEstimate:
+        d = getattr(recipe, data)
+        samples = len(d.families) * d.prompts_per_family * d.max_per_prompt
+        if hasattr(d, "non_reasoning_share"):
+            samples /= 1 - d.non_reasoning_share
+        seq = int(c.plan.prompt_tokens + recipe.cold_start.sampling.max_tokens * c.plan.completion_fill)
+        return sft_estimate(c.model, c.vocab, samples * getattr(recipe, section).epochs, seq, c.plan, c.peak, section)
+    return est
+
+
+def estimate_reward_model(recipe, c: PlanContext) -> StageEstimate:
+    """The policy's answers to the instruction prompts plus pair training (an upper bound on pairs)."""
     from r1flow.data.world import INSTRUCTION_FAMILIES
 
-    out = []
-    seq = int(plan.prompt_tokens + recipe.cold_start.sampling.max_tokens * plan.completion_fill)
-    for name, sft_name in (("cold_start", "sft_cold"), ("rejection_sampling", "sft_mix")):
-        c = getattr(recipe, name)
-        prompts = len(c.families) * c.prompts_per_family
-        out.append(generation_estimate(model, vocab, prompts * c.sampling.n, c.sampling.max_tokens, plan, peak, name))
-        samples = prompts * c.max_per_prompt
-        if name == "rejection_sampling":
-            samples /= 1 - c.non_reasoning_share
-        out.append(sft_estimate(model, vocab, samples * getattr(recipe, sft_name).epochs, seq, plan, peak, sft_name))
-        if name == "cold_start":
-            r = recipe.reasoning_rl
-            out.append(rl_estimate(model, vocab, r.steps, r.prompts_per_step * r.num_generations,
-                                   r.max_completion_length, r.beta, plan, peak, "reasoning_rl"))
-    if "helpfulness" in recipe.final_rl.rewards:
-        rm = recipe.reward_model
-        prompts = len([f for f in rm.families if f in INSTRUCTION_FAMILIES]) * rm.prompts_per_family
-        sampled = generation_estimate(model, vocab, prompts * rm.sampling.n, rm.sampling.max_tokens, plan, peak, "")
-        trained = sft_estimate(model, vocab, prompts * rm.pairs_per_prompt * 2 * rm.epochs,
-                               int(plan.prompt_tokens + rm.sampling.max_tokens), plan, peak, "")
-        out.append(StageEstimate("reward_model", sampled.tokens + trained.tokens, sampled.flops + trained.flops,
-                                 sampled.gpu_hours + trained.gpu_hours, plan.gpus, plan.price_per_gpu_hour,
-                                 trained.memory_gib, "policy answers + pair training"))
-    f = recipe.final_rl
-    out.append(rl_estimate(model, vocab, f.steps, f.prompts_per_step * f.num_generations, f.max_completion_length,
-                           f.beta, plan, peak, "final_rl"))
-    return out
+    rm, plan = recipe.reward_model, c.plan
+    prompts = len([f for f in rm.families if f in INSTRUCTION_FAMILIES]) * rm.prompts_per_family
+    sampled = generation_estimate(c.model, c.vocab, prompts * rm.sampling.n, rm.sampling.max_tokens, plan, c.peak, "")
+    trained = sft_estimate(c.model, c.vocab, prompts * rm.pairs_per_prompt * 2 * rm.epochs,
+                           int(plan.prompt_tokens + rm.sampling.max_tokens), plan, c.peak, "")
+    return StageEstimate("reward_model", sampled.tokens + trained.tokens, sampled.flops + trained.flops,
+                         sampled.gpu_hours + trained.gpu_hours, plan.gpus, plan.price_per_gpu_hour,
+                         trained.memory_gib, "policy answers + pair training")
 
 
-def _sum(stage: str, parts: list[StageEstimate], detail: str = "") -> StageEstimate:
-    """One row for a stage that runs once per student."""
+def _sum(stage: str, parts: list[StageEstimate], detail: str = "") -> StageEstimate | None:
+    """One row for a stage that runs once per student (None: no student the planner can size)."""
+    if not parts:
+        return None
     mem = max((p.memory_gib for p in parts), key=lambda m: sum(m.values()), default={})  # the largest student
     return StageEstimate(stage, sum(p.tokens for p in parts), sum(p.flops for p in parts),
                          sum(p.gpu_hours for p in parts), parts[0].gpus, parts[0].price_per_gpu_hour, mem, detail)
 
 
-def _distill(recipe, teacher: ModelShape, vocab: int, plan: PlanConfig, peak: float) -> list[StageEstimate]:
-    """Stage 9, summed over the students whose shape the recipe gives (imported students are counted
-    by their traces only: their size is not known before they are downloaded)."""
-    d = recipe.distill
-    dense = [s for s in d.students if s.pretrain.import_from is None]
-    t = d.traces
+def _dense(recipe) -> list:
+    """Stage 9's students whose shape the recipe gives (imported students are counted by their traces
+    only: their size is not known before they are downloaded)."""
+    return [s for s in recipe.distill.students if s.pretrain.import_from is None]
+
+
+def estimate_distill_traces(recipe, c: PlanContext) -> StageEstimate:
+    t = recipe.distill.traces
     prompts = len(t.families) * t.prompts_per_family
-    out = [generation_estimate(teacher, vocab, prompts * t.sampling.n, t.sampling.max_tokens, plan, peak,
-                               "distill_traces")]
-    if not dense:
-        return out
-    samples = prompts * t.max_per_prompt / (1 - t.non_reasoning_share)
-    seq = int(plan.prompt_tokens + t.sampling.max_tokens * plan.completion_fill)
-    names = ", ".join(s.name for s in dense)
-    out.append(_sum("student_pretrain", [pretrain_estimate(s.pretrain.model, vocab, s.pretrain.steps * s.pretrain.batch_size
-                                                           * s.pretrain.nproc * s.pretrain.seq_len, s.pretrain.seq_len,
-                                                           plan, peak) for s in dense], names))
-    out.append(_sum("distill", [sft_estimate(s.pretrain.model, vocab, samples * d.sft.epochs, seq, plan, peak, "distill")
-                                for s in dense], names))
-    if d.rl_baseline:
-        r = d.rl
-        out.append(_sum("student_rl", [rl_estimate(s.pretrain.model, vocab, r.steps, r.prompts_per_step * r.num_generations,
-                                                   r.max_completion_length, r.beta, plan, peak, "student_rl")
-                                       for s in dense], names))
-    return out
+    return generation_estimate(c.model, c.vocab, prompts * t.sampling.n, t.sampling.max_tokens, c.plan, c.peak,
+                               "distill_traces")
 
 
-def plan_recipe(recipe, peak: float | None = None, evaluated_checkpoints: int | None = None) -> dict:
-    """Every stage of `recipe` (an r1flow.recipe.Recipe) that costs compute, with parameter counts.
-    Evaluation is counted once per checkpoint it scores: base, R1-Zero, the two SFT and two RL
-    checkpoints, and per student its pretrained, distilled and RL-only checkpoints (at the teacher's
-    size, an upper bound)."""
+def estimate_student_pretrain(recipe, c: PlanContext) -> StageEstimate | None:
+    dense = _dense(recipe)
+    return _sum("student_pretrain", [pretrain_estimate(s.pretrain.model, c.vocab, s.pretrain.steps * s.pretrain.batch_size
+                                                       * s.pretrain.nproc * s.pretrain.seq_len, s.pretrain.seq_len,
+                                                       c.plan, c.peak) for s in dense],
+                ", ".join(s.name for s in dense))
+
+
+def estimate_distill(recipe, c: PlanContext) -> StageEstimate | None:
+    d, dense = recipe.distill, _dense(recipe)
+    t = d.traces
+    samples = len(t.families) * t.prompts_per_family * t.max_per_prompt / (1 - t.non_reasoning_share)
+    seq = int(c.plan.prompt_tokens + t.sampling.max_tokens * c.plan.completion_fill)
+    return _sum("distill", [sft_estimate(s.pretrain.model, c.vocab, samples * d.sft.epochs, seq, c.plan, c.peak,
+                                         "distill") for s in dense], ", ".join(s.name for s in dense))
+
+
+def estimate_student_rl(recipe, c: PlanContext) -> StageEstimate | None:
+    r, dense = recipe.distill.rl, _dense(recipe)
+    return _sum("student_rl", [rl_estimate(s.pretrain.model, c.vocab, r.steps, r.prompts_per_step * r.num_generations,
+                                           r.max_completion_length, r.beta, c.plan, c.peak, "student_rl")
+                               for s in dense], ", ".join(s.name for s in dense))
+
+
+def estimate_evaluate(recipe, c: PlanContext) -> StageEstimate:
+    """Every evaluated checkpoint, at the MoE line's size (an upper bound for the students)."""
     from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 
-    plan: PlanConfig = recipe.plan
-    peak = peak or plan.peak_flops()
-    model, vocab = recipe.pretrain.model, recipe.tokenizer.vocab_size
-    pc = model.param_counts(vocab)
-    stages: list[StageEstimate] = []
-    if recipe.pretrain.import_from is None:
-        p = recipe.pretrain
-        stages.append(pretrain_estimate(model, vocab, p.steps * p.batch_size * p.nproc * p.seq_len, p.seq_len,
-                                        plan, peak))
-    rz = recipe.r1_zero
-    stages.append(rl_estimate(model, vocab, rz.steps, rz.prompts_per_step * rz.num_generations,
-                              rz.max_completion_length, rz.beta, plan, peak, "r1_zero"))
-    stages += _r1_path(recipe, model, vocab, plan, peak)
-    if recipe.distill.students:
-        stages += _distill(recipe, model, vocab, plan, peak)
-    if evaluated_checkpoints is None:
-        evaluated_checkpoints = 6 + len(recipe.distill.students) * (2 + recipe.distill.rl_baseline)
     ev = recipe.evaluate
     fams = ev.families or REASONING_FAMILIES + INSTRUCTION_FAMILIES
-    stages.append(generation_estimate(model, vocab, evaluated_checkpoints * len(fams) * ev.max_per_family * ev.sampling.n,
-                                      ev.sampling.max_tokens, plan, peak, "evaluate"))
-    return {"params_total": pc["total"], "params_active": pc["active"], "peak_flops": peak, "stages": stages}
+    return generation_estimate(c.model, c.vocab, c.evaluated_checkpoints * len(fams) * ev.max_per_family * ev.sampling.n,
+                               ev.sampling.max_tokens, c.plan, c.peak, "evaluate")
+
+
+def plan_recipe(recipe, estimators: list[Estimator], evaluated_checkpoints: int, peak: float | None = None) -> dict:
+    """The rows of `estimators` (r1flow/stages.py: `plan` passes those of the stages a run needs, in DAG
+    order) for `recipe` (an r1flow.recipe.Recipe), with the MoE line's parameter counts."""
+    plan: PlanConfig = recipe.plan
+    ctx = PlanContext(plan, peak or plan.peak_flops(), recipe.pretrain.model, recipe.tokenizer.vocab_size,
+                      evaluated_checkpoints)
+    pc = ctx.model.param_counts(ctx.vocab)
+    rows = [row for est in estimators if (row := est(recipe, ctx)) is not None]
+    return {"params_total": pc["total"], "params_active": pc["active"], "peak_flops": ctx.peak, "stages": rows}
 
 
 # ---- published budgets the planner must reproduce ----------------------------------------------

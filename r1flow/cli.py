@@ -1,8 +1,8 @@
 """`r1flow` command line: run the DAG, list stages, inspect artifacts and lineage.
 
-    r1flow run --recipe configs/tiny.yaml [--from STAGE] [--until STAGE] [--force STAGE]
+    r1flow run --recipe configs/tiny.yaml [--from STAGE] [--until STAGE] [--force STAGE] [--dry-run]
     r1flow serve --recipe configs/tiny.yaml   # Prefect server + deployments + local worker
-    r1flow stages
+    r1flow stages [--recipe R]
     r1flow validate --recipe configs/tiny.yaml
     r1flow artifacts ls | r1flow artifacts show ID
     r1flow lineage ID
@@ -42,6 +42,8 @@ def run(recipe: Path = RECIPE,
         from_stage: str = typer.Option(None, "--from", help="First stage to run (earlier ones must be cached)."),
         until_stage: str = typer.Option(None, "--until", help="Last stage to run."),
         force: list[str] = typer.Option([], "--force", help="Recompute this stage even if cached (repeatable)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print which stages would be reused, computed or "
+                                                               "skipped, and why; run nothing."),
         store: str = STORE) -> None:
     """Run the pipeline (or part of it) on a recipe."""
     from r1flow.recipe import RecipeError, load_recipe
@@ -50,11 +52,21 @@ def run(recipe: Path = RECIPE,
         rec = load_recipe(recipe, {"store": store} if store else None)
     except RecipeError as e:
         _fail(str(e))
-    from r1flow.flows.pipeline import STAGES
+    from r1flow.stages import dry_run as plan_run, select
 
-    for name, value in (("--from", from_stage), ("--until", until_stage), *(("--force", f) for f in force)):
-        if value is not None and value not in STAGES:
-            _fail(f"{name}: unknown stage {value!r}; stages: {', '.join(STAGES)}")
+    try:
+        steps = select(rec, from_stage, until_stage, force)
+    except ValueError as e:
+        _fail(str(e))
+    if dry_run:
+        rows = plan_run(rec, _store(rec.store_root()), steps)
+        for r in rows:
+            typer.echo(f"{r['action']:<8} {r['node']:<26} {r['why']}")
+        counts = {a: sum(r["action"] == a for r in rows) for a in ("reuse", "compute", "missing", "skip")}
+        typer.echo("\n" + ", ".join(f"{n} {a}" for a, n in counts.items()) + f" (store: {rec.store_root()})")
+        if counts["missing"]:
+            _fail("stages before --from are missing from the store; the run would stop there", code=1)
+        return
     from r1flow.flows.pipeline import pipeline
 
     try:
@@ -73,7 +85,7 @@ def run(recipe: Path = RECIPE,
     from r1flow.tasks.plan import plan_markdown
 
     st = _store(rec.store_root())
-    typer.echo("\n" + plan_markdown(rec, {k: st.ref(Path(p).name) for k, p in result.items()}, st))
+    typer.echo("\n" + plan_markdown(rec, {k: st.ref(Path(p).name) for k, p in result.items()}, st, steps))
 
 
 @app.command()
@@ -106,12 +118,23 @@ def validate(recipe: Path = RECIPE) -> None:
 
 
 @app.command()
-def stages() -> None:
-    """List the DAG's stages in execution order, with their parents."""
-    from r1flow.flows.pipeline import STAGES
+def stages(recipe: Path = RECIPE) -> None:
+    """List the DAG's stages in execution order, with their parents as the recipe resolves them (a stage
+    the recipe leaves out, e.g. stage 9 without students, is marked)."""
+    from r1flow.recipe import RecipeError, load_recipe
+    from r1flow.stages import STAGES, graph
 
-    for i, (name, (what, parents)) in enumerate(STAGES.items()):
-        typer.echo(f"{i:>2}  {name:<10} <- {', '.join(parents) or '-':<18} {what}")
+    try:
+        rec = load_recipe(recipe)
+    except RecipeError as e:
+        _fail(str(e))
+    parents = graph(rec)
+    typer.echo(f"The DAG of {recipe} (recipe {rec.name!r}):")
+    for i, (name, st) in enumerate(STAGES.items()):
+        if name in parents:
+            typer.echo(f"{i:>2}  {name:<18} <- {', '.join(parents[name]) or '-':<40} {st.what}")
+        else:
+            typer.echo(f"{i:>2}  {name:<18}    (not in this recipe)                     {st.what}")
 
 
 @artifacts_app.command("ls")
@@ -158,7 +181,8 @@ def plan(recipe: Path = RECIPE, store: str = STORE,
     """Estimate a recipe's compute, memory, GPU-hours and dollars before running it; after a run, show
     the estimate next to each stage's measured wall time."""
     from r1flow.recipe import RecipeError, load_recipe
-    from r1flow.tasks.plan import latest_refs, plan_markdown
+    from r1flow.stages import latest_refs
+    from r1flow.tasks.plan import plan_markdown
 
     try:
         rec = load_recipe(recipe, {"store": store} if store else None)

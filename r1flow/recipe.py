@@ -1,7 +1,7 @@
 """A recipe: one YAML file in configs/, validated against the stages' pydantic configs.
 
 Each stage's library module owns its config class (`WorldConfig` in data/world.py, `PretrainConfig`
-in models/pretrain.py, ...); `Recipe` only composes them. Validation happens at load time, before
+in models/train/pretrain.py, ...); `Recipe` only composes them. Validation happens at load time, before
 any work: unknown fields, wrong types, out-of-range values and missing files fail with the file and
 the field path.
 """
@@ -9,22 +9,21 @@ the field path.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES, WorldConfig
-from r1flow.models.collect import CollectConfig, RejectionConfig
-from r1flow.models.distill import DistillConfig
-from r1flow.models.evaluate import EvalConfig
-from r1flow.models.grpo import GRPOStageConfig
+from r1flow.models.eval.collect import CollectConfig, RejectionConfig
+from r1flow.models.train.distill import DistillConfig
+from r1flow.models.eval.evaluate import EvalConfig
+from r1flow.models.train.grpo import GRPOStageConfig
 from r1flow.models.plan import PlanConfig
-from r1flow.models.pretrain import PretrainConfig
-from r1flow.models.reward_model import RewardModelConfig
-from r1flow.models.sft import SFTStageConfig
-from r1flow.models.tokenizer import TokenizerConfig
+from r1flow.models.train.pretrain import MODEL_TAGS, PretrainConfig
+from r1flow.models.train.reward_model import RewardModelConfig
+from r1flow.models.train.sft import SFTStageConfig
+from r1flow.models.arch.tokenizer import TokenizerConfig
 
 DEFAULT_STORE = "./artifacts"
 
@@ -99,9 +98,11 @@ class Recipe(BaseModel):
     def _check(self) -> "Recipe":
         if self.pretrain.import_from is None:
             limit = self.pretrain.model.max_position_embeddings
-            for name in ("r1_zero", "cold_start", "reasoning_rl", "rejection_sampling", "reward_model", "final_rl",
-                         "evaluate"):
-                n = getattr(self, name).engine.max_model_len
+            for name, section in self:  # every section that samples from the MoE line's checkpoints
+                engine = getattr(section, "engine", None)
+                if engine is None:
+                    continue
+                n = engine.max_model_len
                 if n > limit:
                     raise ValueError(f"{name}.engine.max_model_len={n} exceeds "
                                      f"pretrain.model.max_position_embeddings={limit}")
@@ -141,29 +142,11 @@ def _is_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or os.path.isabs(value)
 
 
-_UNION_MEMBER = re.compile(r"(?:function-after\[\w+\(\), )?(MoEModelConfig|DenseModelConfig)\]?")
-
-
-def _model_union_loc(data, loc: tuple) -> list[str] | None:
-    """A `model` field is a DeepSeek-V3 MoE or, with `arch`, a dense student (PretrainConfig.model).
-    Pydantic reports a bad value against both union members; keep the error of the member the
-    YAML meant (None: drop this error) and the field path without the member's name."""
-    out, node = [], data
-    for part in loc:
-        m = _UNION_MEMBER.fullmatch(str(part))
-        if m:
-            meant = "DenseModelConfig" if isinstance(node, dict) and "arch" in node else "MoEModelConfig"
-            if m.group(1) != meant:
-                return None
-            continue
-        out.append(str(part))
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return out
+def _field_path(loc: tuple) -> str:
+    """A pydantic error location as the YAML field path: `model`'s union tag (PretrainConfig.model,
+    "moe" or "dense") is not a field the user wrote."""
+    parts = [str(p) for i, p in enumerate(loc) if not (i and loc[i - 1] == "model" and p in MODEL_TAGS)]
+    return ".".join(parts) or "<root>"
 
 
 def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
@@ -187,10 +170,10 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
-        errors = [err for err in e.errors() if _model_union_loc(data, err["loc"]) is not None]
+        errors = e.errors()
         lines = [f"{path}: invalid recipe ({len(errors)} error{'s' * (len(errors) > 1)})"]
         for err in errors:
-            loc = ".".join(_model_union_loc(data, err["loc"])) or "<root>"
+            loc = _field_path(err["loc"])
             got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
             lines.append(f"  {loc}: {err['msg']}{got}")
         raise RecipeError("\n".join(lines)) from None

@@ -1,10 +1,13 @@
-"""What every stage task shares: the cache-keyed run against the artifact store, and publishing
-the stage summary as a keyed Prefect artifact.
+"""What every stage task shares: the node a run makes, the cache-keyed run against the artifact
+store, and publishing the stage summary, card and asset to Prefect.
 
-A stage's cache key is hash(stage name, stage config, parent artifact ids, code version), where the
-code version digests the source files the stage runs. If the store already holds an artifact for
-the key, the stage is skipped and that artifact returned. Otherwise `build(out_dir, summary, work)`
-fills a temporary directory that the store seals and renames into place.
+A node is one artifact of a run: a stage applied to one configuration (most stages make one; stage 9
+one per student, evaluate one per checkpoint). Its cache key is hash(stage name, recorded config,
+parent artifact ids, code version), where the code version is computed from the import closure of the
+stage's build function (r1flow/code_version.py). If the store already holds an artifact for the key,
+the stage is skipped and that artifact returned. Otherwise the build function fills a temporary
+directory that the store seals and renames into place. Which nodes a recipe has, and in what order,
+is r1flow/stages.py's business; this module knows no stage by name.
 """
 
 from __future__ import annotations
@@ -12,17 +15,57 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from typing import Any, Literal
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-from r1flow.data.store import ArtifactKind, ArtifactRef, ArtifactStore, source_hash, stable_hash
+from r1flow.code_version import code_version
+from r1flow.data.store import ArtifactKind, ArtifactRef, ArtifactStore, stable_hash
 
-Build = Callable[[Path, dict, Path], None]
+# run: reuse a cached artifact or compute; force: recompute; cached: reuse or fail (before --from).
+StageMode = Literal["run", "force", "cached"]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One artifact a run makes."""
+
+    key: str  # "r1_zero", "distill:qwen2_s", "evaluate:base": unique within a run
+    stage: str
+    config: Any  # what the build function runs: the recipe section (a pydantic model)
+    parents: dict[str, str] = field(default_factory=dict)  # role -> parent node key, in manifest order
+    record: Any = None  # what the cache key and the manifest record; None: `config`
+    label: str = ""  # names progress/curve artifacts and plot titles; "": the stage name
+
+    @property
+    def recorded(self):
+        return self.config if self.record is None else self.record
+
+    @property
+    def name(self) -> str:
+        return self.label or self.stage
+
+
+@dataclass
+class BuildContext:
+    """What a build function gets: its node, its parents' artifacts by role, the directory to fill
+    (sealed into the artifact), the summary to record, a work directory that survives a crash (for
+    resuming), and the store (to read manifests)."""
+
+    node: Node
+    parents: dict[str, ArtifactRef]
+    out: Path
+    summary: dict
+    work: Path
+    store: ArtifactStore
+
+
+Build = Callable[[BuildContext], None]
 
 
 def in_prefect() -> bool:
@@ -36,10 +79,6 @@ def log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def code_version(*modules: ModuleType) -> str:
-    return source_hash([Path(m.__file__) for m in modules])
-
-
 def cache_key(stage: str, config: BaseModel | dict, parents: list[ArtifactRef], version: str) -> str:
     cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
     return stable_hash({"stage": stage, "config": cfg, "parents": [p.id for p in parents], "code": version})
@@ -49,23 +88,31 @@ class StageNotCached(RuntimeError):
     """A stage before --from has no artifact for the current recipe."""
 
 
-def run_stage(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config: BaseModel | dict,
-              parents: list[ArtifactRef], modules: list[ModuleType], build: Build,
-              mode: str = "run") -> ArtifactRef:
-    """mode: "run" (reuse a cached artifact or compute), "force" (recompute), "cached" (reuse or fail)."""
+def node_key(node: Node, build: Build, refs: dict[str, ArtifactRef]) -> tuple[str, str]:
+    """(cache key, code version) of `node` once its parents' artifacts are `refs` (node key -> ref)."""
+    version = code_version(build.__module__)
+    return cache_key(node.stage, node.recorded, [refs[k] for k in node.parents.values()], version), version
+
+
+def run_node(store: ArtifactStore, node: Node, kind: ArtifactKind, build: Build, refs: dict[str, ArtifactRef],
+             mode: StageMode = "run") -> ArtifactRef:
+    """Reuse or compute `node`'s artifact; `refs` maps node keys to artifacts and holds its parents."""
     if mode not in ("run", "force", "cached"):
         raise ValueError(f"unknown stage mode {mode!r}")
-    version = code_version(*modules)
-    key = cache_key(stage, config, parents, version)
-    with store.lock(key, on_wait=lambda: log(f"[{stage}] another run is computing this stage; waiting for it")):
-        return _run_locked(store, stage=stage, kind=kind, config=config, parents=parents, version=version,
-                           key=key, build=build, mode=mode)
+    parents = {role: refs[k] for role, k in node.parents.items()}
+    key, version = node_key(node, build, refs)
+    with store.lock(key, on_wait=lambda: log(f"[{node.key}] another run is computing this stage; waiting for it")):
+        return _run_locked(store, node=node, kind=kind, parents=parents, version=version, key=key,
+                           build=lambda out, summary, work: build(BuildContext(node, parents, out, summary, work,
+                                                                               store)),
+                           mode=mode)
 
 
-def _run_locked(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config: BaseModel | dict,
-                parents: list[ArtifactRef], version: str, key: str, build: Build, mode: str) -> ArtifactRef:
+def _run_locked(store: ArtifactStore, *, node: Node, kind: ArtifactKind, parents: dict[str, ArtifactRef],
+                version: str, key: str, build: Callable[[Path, dict, Path], None], mode: StageMode) -> ArtifactRef:
+    stage, config, parents = node.stage, node.recorded, list(parents.values())
     if mode != "force" and (ref := store.lookup(key)) is not None:
-        log(f"[{stage}] cached: artifact {ref.id[:12]} (key {key[:12]})")
+        log(f"[{node.key}] cached: artifact {ref.id[:12]} (key {key[:12]})")
         return ref
     if mode == "cached":
         raise StageNotCached(f"stage {stage!r} comes before --from but the store {store.root} has no artifact "
@@ -80,7 +127,7 @@ def _run_locked(store: ArtifactStore, *, stage: str, kind: ArtifactKind, config:
     store.clear_work(key)
     ref = store.lookup(key)
     assert ref is not None
-    log(f"[{stage}] wrote artifact {ref.id[:12]} in {summary['seconds']:.1f}s: {ref.path}")
+    log(f"[{node.key}] wrote artifact {ref.id[:12]} in {summary['seconds']:.1f}s: {ref.path}")
     publish_summary(stage, ref, store.manifest(ref.id).summary)
     publish_card(store, ref, parents)
     publish_asset(stage, kind, ref, parents)

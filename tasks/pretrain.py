@@ -1,4 +1,6 @@
-"""Stage 1 `pretrain`: train the DeepSeek-V3-style base model, or import the user's own base model.
+"""Pretraining and imports: stage 1 `pretrain` (the DeepSeek-V3-style base, or the user's own base
+model), stage 9's `student_pretrain` (a dense student, or one the user names) and `distill_teacher`
+(a teacher the user names, imported).
 
 With `nproc > 1` the training runs under `torchrun` in a child process; this task forwards its output
 and terminates it (and its workers) if the task is cancelled, so no orphan keeps a core or a GPU.
@@ -13,15 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prefect import task
-from prefect.cache_policies import NONE
-from pydantic import BaseModel
-
-from r1flow.data.store import ArtifactRef, ArtifactStore
-from r1flow.models import dense, fp8, plots, pretrain as pt
-from r1flow.models.deepseek_v3 import balancing, config as mcfg, mtp
+from r1flow.data.store import ArtifactRef
+from r1flow.models.train import pretrain as pt
 from r1flow.procs import stop_process_group
-from r1flow.tasks.common import Progress, log, publish_markdown, run_stage
+from r1flow.tasks.common import BuildContext, Progress, log, publish_markdown
 
 
 def import_base(source: str, tokenizer_dir: Path, out: Path, summary: dict) -> None:
@@ -65,7 +62,7 @@ def run_torchrun(cfg: pt.PretrainConfig, corpus: Path, heldout: Path, tok: Path,
                                 "tokenizer": str(tok), "out": str(out), "work": str(work),
                                 "summary": str(summary_path)}))
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    cmd = [torchrun, "--standalone", f"--nproc_per_node={cfg.nproc}", "-m", "r1flow.models.pretrain",
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={cfg.nproc}", "-m", "r1flow.models.train.pretrain",
            "--spec", str(spec)]
     log(f"[pretrain] launching: {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -98,22 +95,11 @@ def pretrain_markdown(s: dict, img: Path) -> str:
     return f"# Pretraining\n\n| metric | value |\n|---|---|\n{table}\n{tail}"
 
 
-def pretrain_stage(stage: str, cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, store_root: str,
-                   mode: str, key_config: BaseModel | None = None, label: str | None = None) -> ArtifactRef:
-    """Stage 1 and the students of stage 9 (`student_pretrain`): train on the world's corpus, or import
-    `cfg.import_from`. `key_config` (default `cfg`) is what the cache key and manifest record."""
-    def build(out: Path, summary: dict, work: Path) -> None:
-        if cfg.import_from:
-            import_base(cfg.import_from, Path(tok_ref.path), out, summary)
-        else:
-            train(cfg, world_ref, tok_ref, out, summary, work, label=label or stage)
-
-    modules = [pt, mcfg, balancing, mtp, plots, fp8, dense]
-    return run_stage(ArtifactStore(store_root), stage=stage, kind="checkpoint", config=key_config or cfg,
-                     parents=[world_ref, tok_ref], modules=modules, build=build, mode=mode)
-
-
-@task(name="pretrain", cache_policy=NONE)
-def pretrain_task(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, store_root: str,
-                  mode: str = "run") -> ArtifactRef:
-    return pretrain_stage("pretrain", cfg, world_ref, tok_ref, store_root, mode)
+def build_pretrain(b: BuildContext) -> None:
+    """Train on the world's corpus (parents: world, tokenizer), or import `import_from`."""
+    cfg: pt.PretrainConfig = b.node.config
+    world_ref, tok_ref = b.parents["world"], b.parents["tokenizer"]
+    if cfg.import_from:
+        import_base(cfg.import_from, Path(tok_ref.path), b.out, b.summary)
+    else:
+        train(cfg, world_ref, tok_ref, b.out, b.summary, b.work, label=b.node.name)

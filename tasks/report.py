@@ -1,6 +1,7 @@
-"""Stage 10's last step, `report`: one artifact with the run's whole evaluation (models/report.py).
+"""Stage 10's last step, `report`: one artifact with the run's whole evaluation (models/eval/report.py).
 
-Its parents are every evaluation of the run and every RL checkpoint (for the curves). On disk it is
+Its parents are every evaluation of the run (role `evaluate:LABEL`) and every RL checkpoint (role
+`curves:LABEL`, for the curves); its config names the checkpoints, the curves and the students. On disk it is
 `report.md` with its PNGs, `table.parquet` (one row per checkpoint and family), `samples.parquet`
 (every scored sample of every checkpoint) and `claims.json`; in the Prefect UI a Markdown artifact
 with the plots inlined and a table artifact.
@@ -14,14 +15,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NONE
-
-from r1flow.data import metrics
 from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
-from r1flow.models import report
-from r1flow.tasks.common import log, publish_markdown, publish_table, run_stage
+from r1flow.models.eval import report
+from r1flow.tasks.common import BuildContext, Node, log, publish_markdown, publish_table
 
 
 def _read(path: Path) -> list[dict]:
@@ -43,13 +40,17 @@ def training_seconds(store: ArtifactStore, evals: dict[str, ArtifactRef]) -> dic
 
 
 def load_evaluation(path: str | Path) -> dict:
-    """An evaluate artifact's summary and per-sample rows, as models/report.py takes them."""
+    """An evaluate artifact's summary and per-sample rows, as models/eval/report.py takes them."""
     return {"summary": read_rows(Path(path) / "summary.parquet", "eval_summary"),
             "samples": read_rows(Path(path) / "samples.parquet", "eval_samples")}
 
 
-def build_report(name: str, evals: dict[str, ArtifactRef], curves: dict[str, ArtifactRef], students: list[str],
-                 seconds: dict[str, float], out: Path, summary: dict) -> None:
+def build_report(b: BuildContext) -> None:
+    cfg, out, summary = b.node.config, b.out, b.summary
+    name, students = cfg["name"], cfg["students"]
+    evals = {lb: b.parents[f"evaluate:{lb}"] for lb in cfg["checkpoints"]}
+    curves = {lb: b.parents[f"curves:{lb}"] for lb in cfg["curves"]}
+    seconds = training_seconds(b.store, evals)
     loaded = {lb: load_evaluation(ref.path) for lb, ref in evals.items()}
     rl = {lb: _read(Path(ref.path) / "r1flow" / "metrics.parquet") for lb, ref in curves.items()}
     claims = report.check_claims(loaded, rl, students, seconds)
@@ -67,27 +68,13 @@ def build_report(name: str, evals: dict[str, ArtifactRef], curves: dict[str, Art
     summary |= {"checkpoints": len(loaded), **{f"claim{c.number}": c.verdict for c in claims}}
 
 
-def publish_report(name: str, ref: ArtifactRef) -> None:
+def show_report(store: ArtifactStore, node: Node, ref: ArtifactRef) -> None:
     """report.md with its PNGs inlined, and the table, as Prefect artifacts (also when cached)."""
-    out = Path(ref.path)
+    name, out = node.config["name"], Path(ref.path)
     md = (out / "report.md").read_text()
     for png in sorted(out.glob("*.png")):
         md = md.replace(f"]({png.name})", "](data:image/png;base64," + base64.b64encode(png.read_bytes()).decode() + ")")
     publish_markdown("r1flow-report", md, f"{name}: every checkpoint, the paper's claims, plots ({out / 'report.md'})")
     publish_table("r1flow-report-table", _read(out / "table.parquet"),
                   "Every checkpoint x family: pass@1 [95% CI], cons@k, length, format, EOS, language consistency")
-
-
-@task(name="report", cache_policy=NONE)
-def report_task(name: str, evals: dict[str, ArtifactRef], curves: dict[str, ArtifactRef], students: list[str],
-                store_root: str, mode: str = "run") -> ArtifactRef:
-    """evals: checkpoint label -> its evaluate artifact, in run order; curves: RL label -> checkpoint."""
-    store = ArtifactStore(store_root)
-    seconds = training_seconds(store, evals)
-    ref = run_stage(store, stage="report", kind="report",
-                    config={"name": name, "checkpoints": list(evals), "curves": list(curves), "students": students},
-                    parents=[*evals.values(), *curves.values()], modules=[report, metrics],
-                    build=lambda out, s, _w: build_report(name, evals, curves, students, seconds, out, s), mode=mode)
-    publish_report(name, ref)
-    log(f"[report] {Path(ref.path) / 'report.md'}")
-    return ref
+    log(f"[report] {out / 'report.md'}")

@@ -40,7 +40,7 @@ def pretrain_data(tmp_path_factory):
     import pyarrow.parquet as pq
 
     from r1flow.data import world
-    from r1flow.models.tokenizer import TokenizerConfig, train_tokenizer
+    from r1flow.models.arch.tokenizer import TokenizerConfig, train_tokenizer
 
     d = tmp_path_factory.mktemp("pretrain-data")
     cfg = world.WorldConfig(corpus_docs=1500)

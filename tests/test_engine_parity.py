@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from r1flow.models.deepseek_v3.config import MoEModelConfig
-from r1flow.models.engine import EngineConfig, VLLMEngine
+from r1flow.models.arch.deepseek_v3.config import MoEModelConfig
+from r1flow.models.rollout.engine import EngineConfig, VLLMEngine
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_vllm_logprobs_match_transformers(checkpoint):
 
 def test_vllm_cpu_rope_kernel_mishandles_strided_query():
     """Why engine.py disables vLLM's `rotary_embedding` custom op on CPU. If this starts failing, vLLM
-    fixed its kernel and the override in models/engine.py can go."""
+    fixed its kernel and the override in models/rollout/engine.py can go."""
     from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.model_executor.layers.rotary_embedding import get_rope
 
@@ -87,13 +87,13 @@ def test_vllm_cpu_rope_kernel_mishandles_strided_query():
 def test_dense_model_serves_seeded_batches_over_the_token_budget(tmp_path):
     """vLLM on CPU keeps chunked prefill on for non-MLA models, and a split prompt's seeded generator
     is then rewound with an offset a CPU generator does not have ("CPU Generator does not use
-    offset"). VLLMEngine turns chunked prefill off on CPU (models/engine.py)."""
+    offset"). VLLMEngine turns chunked prefill off on CPU (models/rollout/engine.py)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from r1flow.models.dense import FLAVORS
-    from r1flow.models.engine import SamplingConfig
-    from r1flow.models.fleet import make_engine
+    from r1flow.models.arch.dense import FLAVORS
+    from r1flow.models.rollout.engine import SamplingConfig
+    from r1flow.models.rollout.fleet import make_engine
 
     vocab = [f"t{i}" for i in range(300)] + ["<|pad|>", "<|bos|>", "<|eos|>"]
     tk = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="t0"))

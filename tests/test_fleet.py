@@ -1,4 +1,4 @@
-"""Rollouts from 2 vLLM servers on loopback (models/fleet.py): prompts spread over both, the
+"""Rollouts from 2 vLLM servers on loopback (models/rollout/fleet.py): prompts spread over both, the
 returned tokens and log-probs are the trainer's, weights stay in sync after optimizer steps, and a
 GRPO run samples from the fleet.   pytest tests/test_fleet.py"""
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from r1flow.data.schemas import read_rows
-from r1flow.models.engine import EngineConfig, SamplingConfig
-from r1flow.models.fleet import ServerLaunchError, VLLMServerFleet
-from r1flow.models.grpo import run_grpo, trainer_logprobs
+from r1flow.models.rollout.engine import EngineConfig, SamplingConfig
+from r1flow.models.rollout.fleet import ServerLaunchError, VLLMServerFleet
+from r1flow.models.train.grpo import run_grpo, trainer_logprobs
 
 pytestmark = pytest.mark.slow
 ENGINE = EngineConfig(kv_cache_gib=0.25, max_model_len=256, startup_timeout_s=900)
@@ -89,7 +89,7 @@ def test_grpo_samples_from_the_fleet(fleet, smoke_run, tmp_path):
 def test_a_dense_model_server_serves_seeded_batches_over_the_token_budget(smoke_run, tmp_path):
     """vLLM on CPU keeps chunked prefill on for non-MLA models, and a split prompt's seeded generator
     is then rewound with an offset a CPU generator lacks. The fleet's servers get chunked prefill off
-    (models/fleet.py), as the in-process engine (models/engine.py); a dense student served with a
+    (models/rollout/fleet.py), as the in-process engine (models/rollout/engine.py); a dense student served with a
     batch far over the token budget shows it, and the dev-mode /server_info reports the setting."""
     _, _, paths = smoke_run
     f = VLLMServerFleet(paths["student_pretrain:qwen2_s"], ENGINE.model_copy(update={"launch_servers": 1}),

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from r1flow.models import fp8
-from r1flow.models.pretrain import PretrainConfig, build_model, pretrain
+from r1flow.models.arch import fp8
+from r1flow.models.train.pretrain import PretrainConfig, build_model, pretrain
 
 DEBUG_MODEL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, q_lora_rank=64,
                    intermediate_size=256, moe_intermediate_size=128, n_routed_experts=4, n_group=2, topk_group=1,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from r1flow.data.schemas import read_rows
-from r1flow.models.engine import EngineConfig, VLLMEngine
-from r1flow.models.grpo import GRPOStageConfig, run_grpo
+from r1flow.models.rollout.engine import EngineConfig, VLLMEngine
+from r1flow.models.train.grpo import GRPOStageConfig, run_grpo
 
 pytestmark = pytest.mark.slow
 

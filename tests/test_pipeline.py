@@ -1,4 +1,5 @@
-"""The Prefect pipeline on the smoke recipe: artifacts, lineage, caching, --from/--until.
+"""The Prefect pipeline on the smoke recipe: artifacts, lineage (declared = recorded), caching,
+--from/--until, distill.teacher_from, --dry-run.
     pytest tests/test_pipeline.py"""
 
 from __future__ import annotations
@@ -6,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import json
+import subprocess
+import sys
 
 import datasets
 import pyarrow.parquet as pq
@@ -16,6 +19,7 @@ from r1flow.data.lineage import mermaid, tree
 from r1flow.data.schemas import read_rows
 from r1flow.data.store import ArtifactStore
 from r1flow.flows.pipeline import STAGE_FLOWS, pipeline
+from r1flow.stages import R1_LINE, STAGES, select
 from r1flow.tasks.common import StageNotCached
 
 pytestmark = pytest.mark.slow
@@ -94,10 +98,62 @@ def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
     assert (store_root / "objects" / ids["evaluate:base"] / "report.md").exists()
 
 
+def test_every_artifact_records_the_parents_its_stage_declares(smoke_run):
+    """r1flow/stages.py's declared parents (resolved from the recipe) are what each manifest records,
+    in order, for every node of the run: the graph `r1flow stages` prints is the stored one."""
+    recipe, store_root, paths = smoke_run
+    store = ArtifactStore(store_root)
+    ids = {k: p.rsplit("/", 1)[-1] for k, p in paths.items()}
+    steps = [s for s in select(recipe) if s.mode]
+    assert {s.node.key for s in steps} == set(paths)
+    for s in steps:
+        m = store.manifest(ids[s.node.key])
+        assert m.stage == s.node.stage and m.parents == [ids[k] for k in s.node.parents.values()], s.node.key
+    # The report's parents include the RL checkpoints, for the curves, besides every evaluation.
+    assert {ids[k] for k in ("r1_zero", "reasoning_rl", "final_rl", "student_rl:qwen2_s")} <= \
+        set(store.manifest(ids["report"]).parents)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "r1flow.cli", "run", "-r", "configs/smoke.yaml", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_dry_run_says_what_would_run_and_why(smoke_run, tmp_path):
+    _, store_root, paths = smoke_run
+    out = _cli("--store", str(store_root), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split(None, 2) for line in out.stdout.splitlines()[: len(paths)]]
+    assert {r[1] for r in rows} == set(paths) and {r[0] for r in rows} == {"reuse"}
+    assert f"{len(paths)} reuse, 0 compute, 0 missing, 0 skip" in out.stdout
+    out = _cli("--store", str(store_root), "--dry-run", "--force", "sft_mix", "--until", "final_rl")
+    got = {r[1]: (r[0], r[2]) for r in (line.split(None, 2) for line in out.stdout.splitlines()) if len(r) == 3}
+    assert got["sft_cold"][0] == "reuse" and got["sft_mix"] == ("compute", "--force")
+    assert got["reward_model"] == ("compute", "parent sft_mix will be computed")
+    assert got["student_pretrain:qwen2_s"] == ("skip", "after --until final_rl")
+    empty = _cli("--store", str(tmp_path / "empty"), "--dry-run", "--from", "pretrain", "--until", "pretrain")
+    assert empty.returncode == 1 and "missing  world" in empty.stdout and "before --from pretrain" in empty.stdout
+    assert "error: stages before --from are missing" in empty.stderr
+    assert "compute  pretrain" in empty.stdout and "parent world is missing" in empty.stdout
+
+
+def test_teacher_from_runs_no_stage_of_the_r1_line(smoke_run):
+    """With distill.teacher_from, distillation needs the world, the tokenizer, the student and the
+    user's teacher: stages 1-8 are neither run nor looked up."""
+    recipe, _, paths = smoke_run
+    mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(
+        update={"teacher_from": paths["student_rl:qwen2_s"]})})
+    got = pipeline(recipe=mine, until_stage="distill")
+    assert set(got) == {"world", "tokenizer", "student_pretrain:qwen2_s", "distill_teacher", "distill_traces",
+                        "distill:qwen2_s"}
+    assert not set(got) & set(R1_LINE)
+    assert got["student_pretrain:qwen2_s"] == paths["student_pretrain:qwen2_s"]
+
+
 def test_base_checkpoint_logprobs_agree_in_transformers_and_vllm(smoke_run):
     import torch
 
-    from r1flow.models.engine import EngineConfig, VLLMEngine
+    from r1flow.models.rollout.engine import EngineConfig, VLLMEngine
 
     _, _, paths = smoke_run
     model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32).eval()
@@ -148,7 +204,7 @@ def test_distill_from_a_teacher_the_user_names(smoke_run):
     store = ArtifactStore(store_root)
     source = paths["student_rl:qwen2_s"]
     mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": source})})
-    got = pipeline(recipe=mine, from_stage="distill_traces", until_stage="distill_traces")
+    got = pipeline(recipe=mine, from_stage="distill_teacher", until_stage="distill_traces")
     teacher = store.manifest(got["distill_teacher"].rsplit("/", 1)[-1])
     assert teacher.stage == "distill_teacher" and teacher.summary["imported_from"] == source
     traces = store.manifest(got["distill_traces"].rsplit("/", 1)[-1])
@@ -161,9 +217,7 @@ def test_distill_from_a_teacher_the_user_names(smoke_run):
 
 def test_each_stage_has_its_own_flow(smoke_run):
     recipe, _, paths = smoke_run
-    assert set(STAGE_FLOWS) == {"world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl",
-                                "rejection_sampling", "sft_mix", "reward_model", "final_rl", "student_pretrain",
-                                "distill_traces", "distill", "student_rl", "evaluate", "report"}
+    assert set(STAGE_FLOWS) == set(STAGES)
     assert STAGE_FLOWS["tokenizer"](recipe=recipe)["tokenizer"] == paths["tokenizer"]
 
 

@@ -10,10 +10,11 @@ import sys
 
 import pytest
 import torch
+from r1flow import stages
 from r1flow.models import plan
-from r1flow.models.deepseek_v3.config import FLAVORS as MOE
-from r1flow.models.dense import FLAVORS as DENSE
-from r1flow.models.dense import DenseModelConfig
+from r1flow.models.arch.deepseek_v3.config import FLAVORS as MOE
+from r1flow.models.arch.dense import FLAVORS as DENSE
+from r1flow.models.arch.dense import DenseModelConfig
 
 from r1flow.recipe import RecipeError, load_recipe
 
@@ -80,10 +81,10 @@ def test_flops_per_token_matches_a_profiled_forward():
 
 def test_memory_warning_when_the_state_does_not_fit():
     recipe = load_recipe("configs/deepseek_r1.yaml", {"plan.gpus": 8})
-    text = plan.format_plan("x", plan.plan_recipe(recipe), recipe.plan)
+    text = plan.format_plan("x", stages.plan(recipe), recipe.plan)
     assert "needs more GPUs or sharding" in text
     recipe = load_recipe("configs/deepseek_r1.yaml")
-    assert "needs more GPUs" not in plan.format_plan("x", plan.plan_recipe(recipe), recipe.plan)
+    assert "needs more GPUs" not in plan.format_plan("x", stages.plan(recipe), recipe.plan)
 
 
 def test_plan_config_errors_name_the_field(tmp_path):
@@ -98,7 +99,8 @@ def test_plan_config_errors_name_the_field(tmp_path):
 
 def test_plan_after_a_run_shows_estimate_next_to_measured(smoke_run):
     from r1flow.data.store import ArtifactStore
-    from r1flow.tasks.plan import latest_refs, measured_seconds, plan_markdown
+    from r1flow.stages import latest_refs
+    from r1flow.tasks.plan import measured_seconds, plan_markdown
 
     recipe, store_root, _ = smoke_run
     recipe = recipe.model_copy(update={"plan": plan.PlanConfig(gpu="cpu", gpus=1, peak_tflops=0.2)})
@@ -111,7 +113,7 @@ def test_plan_after_a_run_shows_estimate_next_to_measured(smoke_run):
                                                      for k in refs if k.startswith("evaluate:")))
     assert len([k for k in refs if k.startswith("evaluate:")]) == 9  # 6 of the R1 path, 3 of the student
     assert {"student_pretrain:qwen2_s", "distill_traces", "distill:qwen2_s", "student_rl:qwen2_s"} <= set(refs)
-    estimates = {e.stage: e.wall_hours * 3600 for e in plan.plan_recipe(recipe)["stages"]}
+    estimates = {e.stage: e.wall_hours * 3600 for e in stages.plan(recipe)["stages"]}
     text = plan_markdown(recipe, refs, store)
     for stage in ("pretrain", "r1_zero", "cold_start", "sft_cold", "reasoning_rl", "rejection_sampling", "sft_mix",
                   "reward_model", "final_rl", "distill_traces", "student_pretrain", "distill", "student_rl", "evaluate"):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from r1flow.models.deepseek_v3.balancing import RouterProbe, sequence_balance_loss
-from r1flow.models.pretrain import PretrainConfig, build_model, pretrain
+from r1flow.models.arch.deepseek_v3.balancing import RouterProbe, sequence_balance_loss
+from r1flow.models.train.pretrain import PretrainConfig, build_model, pretrain
 
 DEBUG_MODEL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, q_lora_rank=32, intermediate_size=128,
                    moe_intermediate_size=32, n_routed_experts=8, n_group=2, topk_group=1, num_experts_per_tok=2,

@@ -10,9 +10,9 @@ import random
 import pytest
 
 from r1flow.data.rewards import accuracy_reward, format_reward, language_reward
-from r1flow.models.collect import CollectConfig, instruction_samples, judge_reasoning, readable, restate_answer
-from r1flow.models.engine import Completion
-from r1flow.models.reward_model import corrupt, preference_pairs
+from r1flow.models.eval.collect import CollectConfig, instruction_samples, judge_reasoning, readable, restate_answer
+from r1flow.models.rollout.engine import Completion
+from r1flow.models.train.reward_model import corrupt, preference_pairs
 
 ARITH = {"id": "p1", "family": "arith", "answer": "58", "meta": json.dumps({"expr": "2 + 8 * 7"}), "notation": "sym",
          "kind": "reasoning", "question": "What is 2 + 8 * 7?"}
@@ -114,7 +114,7 @@ def test_preference_pairs_prefer_the_verified_answer():
 
 @pytest.mark.slow
 def test_reward_model_learns_a_checkable_preference_and_scores_general_prompts_only(smoke_run, tmp_path):
-    from r1flow.models.reward_model import RewardModelConfig, RewardModelScorer, pair_accuracy, train_reward_model
+    from r1flow.models.train.reward_model import RewardModelConfig, RewardModelScorer, pair_accuracy, train_reward_model
 
     _, _, paths = smoke_run
     words = "lime rock sun moon tree leaf river stone cloud bird fish lamp door road hill snow".split()
@@ -137,8 +137,8 @@ def test_reward_model_learns_a_checkable_preference_and_scores_general_prompts_o
 
 
 def test_too_few_kept_samples_and_a_missing_reward_model_are_named(tmp_path):
-    from r1flow.models.grpo import GRPOStageConfig, run_grpo
-    from r1flow.tasks.r1 import _require
+    from r1flow.models.train.grpo import GRPOStageConfig, run_grpo
+    from r1flow.tasks.sample import _require
 
     counts = {"removed": {"wrong_answer": 7}}
     with pytest.raises(ValueError, match=r"cold_start: only 1 samples passed the filters \(min_samples=16\).*wrong_answer"):

@@ -6,7 +6,7 @@ Bad-input cases covered elsewhere: recipe errors (malformed YAML, unknown field,
 size, unknown model path, unknown reward/family; tests/test_recipe.py, which also checks exit code 2),
 changed/missing/extra artifact files, corrupt Parquet and concurrent writers (tests/test_store.py),
 a raising reward and a hung call (tests/test_rewards.py, tests/test_grpo.py), a vLLM server that
-cannot start (tests/test_fleet.py), non-finite FP8/pretraining loss (models/pretrain.py, below).
+cannot start (tests/test_fleet.py), non-finite FP8/pretraining loss (models/train/pretrain.py, below).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -102,8 +103,8 @@ def test_truncated_parquet_and_missing_column_are_named(tmp_path):
 
 
 def test_tokenizer_that_does_not_match_the_checkpoint(smoke_run, tmp_path):
-    from r1flow.models.engine import check_checkpoint
-    from r1flow.models.grpo import run_grpo
+    from r1flow.models.rollout.engine import check_checkpoint
+    from r1flow.models.train.grpo import run_grpo
 
     recipe, _, paths = smoke_run
     bad = tmp_path / "ckpt"
@@ -167,7 +168,7 @@ def test_reward_that_raises_fails_the_stage_without_an_artifact(store_copy, monk
 
 def test_reward_that_always_hangs_stops_the_stage(smoke_run, tmp_path, monkeypatch):
     from r1flow.data import rewards
-    from r1flow.models.grpo import run_grpo
+    from r1flow.models.train.grpo import run_grpo
 
     def hang(completions, **_):
         time.sleep(30)
@@ -187,7 +188,7 @@ def test_nan_loss_stops_pretraining_without_an_artifact(pretrain_data, tmp_path,
     stage at the first step with the step and lr in the message; nothing is sealed."""
     import torch
 
-    from r1flow.models import pretrain as pt
+    from r1flow.models.train import pretrain as pt
     from r1flow.recipe import load_recipe
 
     build = pt.build_model
@@ -210,7 +211,7 @@ def test_nan_loss_stops_pretraining_without_an_artifact(pretrain_data, tmp_path,
 
 
 def test_empty_prompt_set_after_filtering_is_named(smoke_run):
-    from r1flow.models.grpo import GRPOStageConfig, build_prompt_dataset
+    from r1flow.models.train.grpo import GRPOStageConfig, build_prompt_dataset
 
     _, _, paths = smoke_run
     rows = [r for r in read_rows(f"{paths['world']}/rl.parquet", "prompts") if r["family"] == "add"]
@@ -268,7 +269,8 @@ def test_cli_turns_a_failed_run_into_a_message_and_exit_1(store_copy):
 
 # ---- crashes and concurrency -------------------------------------------------------------------
 
-STAGE_MARK = {s: f"Task run '{s}-" for s in ("world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold",
+# The log line of a stage's first task run: runs are named by node ("world", "distill:qwen2_s").
+STAGE_MARK = {s: re.compile(rf"Task run '{s}[':]") for s in ("world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold",
                                              "reasoning_rl", "rejection_sampling", "sft_mix", "reward_model",
                                              "final_rl", "student_pretrain", "distill_traces", "distill",
                                              "student_rl", "evaluate", "report")}
@@ -316,7 +318,7 @@ def test_sigkill_inside_every_stage_never_leaves_a_partial_artifact(smoke_run, t
         proc = _cli(root)
         deadline = time.monotonic() + 600
         for line in proc.stdout:
-            if STAGE_MARK[stage] in line or time.monotonic() > deadline:
+            if STAGE_MARK[stage].search(line) or time.monotonic() > deadline:
                 break
         if proc.poll() is None:
             time.sleep(rng.uniform(0.0, 3.0))

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from r1flow.models import report
-from r1flow.models.evaluate import summarize
+from r1flow.models.eval import report
+from r1flow.models.eval.evaluate import summarize
 
 
 def _samples(label: str, correct_rate: dict[str, float], n_problems: int = 40, k: int = 4, length: int = 30,
@@ -109,11 +109,11 @@ def test_comparison_rows_pair_every_checkpoint_with_the_first(tmp_path):
 
 def test_pin_tokenizer_keeps_a_qwen2_students_vocabulary(tmp_path):
     """transformers loads any qwen2 checkpoint with Qwen2Tokenizer, which adds an unk token unless the
-    tokenizer config names one (models/dense.py: pin_tokenizer)."""
+    tokenizer config names one (models/arch/dense.py: pin_tokenizer)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    from r1flow.models.dense import FLAVORS, pin_tokenizer
+    from r1flow.models.arch.dense import FLAVORS, pin_tokenizer
 
     tk = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<|eos|>": 2, "<|pad|>": 3}, unk_token=None))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from r1flow.data.rewards import RewardTimer, accuracy_reward, format_reward, with_timeout
-from r1flow.models.grpo import group_advantages
+from r1flow.models.train.grpo import group_advantages
 
 ADD = {"family": "add", "answer": "29", "meta": json.dumps({"expr": "20 + 9"}), "kind": "reasoning"}
 CD = {"family": "countdown", "answer": "2 + 9 - 5", "meta": json.dumps({"numbers": [2, 9, 5], "target": 6}),

@@ -9,7 +9,7 @@ import torch
 
 from r1flow.data.schemas import read_rows
 from r1flow.data.templates import EOS, r1_zero_messages, tagged_response
-from r1flow.models.sft import SFTStageConfig, run_sft
+from r1flow.models.train.sft import SFTStageConfig, run_sft
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_loss_is_on_the_completion_and_its_eos_only(smoke_run, tmp_path):
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from r1flow.models.sft import sft_dataset
+    from r1flow.models.train.sft import sft_dataset
 
     _, _, paths = smoke_run
     tok = AutoTokenizer.from_pretrained(paths["pretrain"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from r1flow.data import templates, world
-from r1flow.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+from r1flow.models.arch.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 
 
 def test_tokenizer_roundtrip_and_chat_template(tmp_path):

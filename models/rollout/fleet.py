@@ -1,4 +1,4 @@
-"""Rollouts from a fleet of vLLM OpenAI-compatible servers: the `RolloutEngine` of models/engine.py
+"""Rollouts from a fleet of vLLM OpenAI-compatible servers: the `RolloutEngine` of models/rollout/engine.py
 over HTTP, for GPU nodes where generation runs on other GPUs than training.
 
 `VLLMServerFleet` either connects to servers that already run (`EngineConfig.servers`, e.g. one
@@ -30,8 +30,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from r1flow.models.engine import (Completion, EngineConfig, SamplingConfig, _on_cpu, _repack_cpu_moe,
-                                  check_checkpoint)
+from r1flow.models.rollout.engine import (Completion, EngineConfig, SamplingConfig, check_checkpoint, on_cpu,
+                                          repack_cpu_moe, vllm_args)
 
 
 class WeightSyncExtension:
@@ -39,7 +39,20 @@ class WeightSyncExtension:
 
     def r1flow_update_weights(self, weights_path: str) -> int:
         self.reload_weights(weights_path=weights_path)  # vLLM Worker.reload_weights
-        return self.apply_model(_repack_cpu_moe) if _on_cpu() else 0
+        return self.apply_model(repack_cpu_moe) if on_cpu() else 0
+
+
+def server_flags(args: dict) -> list[str]:
+    """`vllm serve` flags for `vllm.LLM` keyword arguments (models/rollout/engine.py: `vllm_args`):
+    `--snake-case value`, booleans as `--flag` / `--no-flag`, dictionaries as JSON."""
+    out = []
+    for key, value in args.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+    return out
 
 
 def _free_port() -> int:
@@ -84,22 +97,9 @@ class VLLMServerFleet:
 
     def _launch(self, i: int) -> str:
         port = _free_port()
-        cpu = _on_cpu()
-        dtype = self.cfg.dtype if self.cfg.dtype != "auto" else ("float32" if cpu else "bfloat16")
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype, "--seed", "0",
-               "--max-model-len", str(self.cfg.max_model_len),
-               "--tensor-parallel-size", str(self.cfg.tensor_parallel_size),
+               "--host", "127.0.0.1", "--port", str(port), *server_flags(vllm_args(self.cfg)),
                "--worker-extension-cls", f"{__name__}.WeightSyncExtension", "--disable-uvicorn-access-log"]
-        if self.cfg.enforce_eager:
-            cmd.append("--enforce-eager")
-        if self.cfg.trust_remote_code:
-            cmd.append("--trust-remote-code")
-        if cpu:  # the same CPU settings as the in-process engine, whose comments say why (models/engine.py)
-            cmd += ["--compilation-config", json.dumps({"custom_ops": ["all", "-rotary_embedding"]}),
-                    "--kv-cache-memory-bytes", str(int(self.cfg.kv_cache_gib * 2**30)), "--no-enable-chunked-prefill"]
-        else:
-            cmd += ["--gpu-memory-utilization", str(self.cfg.memory_fraction)]
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self._log(i), "w") as log:
@@ -201,6 +201,6 @@ def make_engine(model_dir: str, cfg: EngineConfig, log_dir: Path | None = None):
     check_checkpoint(model_dir)
     if cfg.servers or cfg.launch_servers:
         return VLLMServerFleet(model_dir, cfg, log_dir)
-    from r1flow.models.engine import VLLMEngine
+    from r1flow.models.rollout.engine import VLLMEngine
 
     return VLLMEngine(model_dir, cfg)

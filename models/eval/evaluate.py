@@ -15,7 +15,7 @@ from r1flow.data.metrics import bootstrap_ci, cons_at_k, pass_at_1
 from r1flow.data.notation import notation_share
 from r1flow.data.templates import prompt_messages
 from r1flow.data.verify import extract_answer, format_ok, normalize, reasoning_text, verify
-from r1flow.models.engine import EngineConfig, RolloutEngine, SamplingConfig
+from r1flow.models.rollout.engine import EngineConfig, RolloutEngine, SamplingConfig
 
 
 class EvalConfig(BaseModel):

@@ -2,26 +2,26 @@
 baseline, the same students trained with R1-Zero-style RL only (R1 sec. 4.1, Table 6).
 
 Everything here is configuration: the stages reuse the code of earlier stages without copies.
-- `student_pretrain`: models/pretrain.py with a dense `model` (models/dense.py), on the same corpus,
+- `student_pretrain`: models/train/pretrain.py with a dense `model` (models/arch/dense.py), on the same corpus,
   or `import_from` a real student (Qwen2.5-Math-1.5B, Llama-3.1-8B, any causal LM id or path).
 - `distill_traces`: R1 (the `final_rl` checkpoint) answers the distillation prompts with vLLM; the
-  rejection-sampling code (models/collect.py) keeps verified, readable traces and adds instruction
+  rejection-sampling code (models/eval/collect.py) keeps verified, readable traces and adds instruction
   answers, as the paper reused its ~800k SFT samples. With `teacher_from`, a checkpoint the user
   names writes them instead (open-r1 distils from DeepSeek-R1 itself); it is imported into the store
-  as `distill_teacher` and evaluated as `teacher`.
-- `distill`: models/sft.py (TRL `SFTTrainer`) on those traces, no RL afterwards.
-- `student_rl`: models/grpo.py from the pretrained student with the R1-Zero rewards.
+  as `distill_teacher` and evaluated as `teacher`, and the DAG then skips stages 1-8 (r1flow/stages.py).
+- `distill`: models/train/sft.py (TRL `SFTTrainer`) on those traces, no RL afterwards.
+- `student_rl`: models/train/grpo.py from the pretrained student with the R1-Zero rewards.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from r1flow.models.collect import RejectionConfig
-from r1flow.models.dense import DenseModelConfig
-from r1flow.models.grpo import GRPOStageConfig
-from r1flow.models.pretrain import PretrainConfig
-from r1flow.models.sft import SFTStageConfig
+from r1flow.models.eval.collect import RejectionConfig
+from r1flow.models.arch.dense import DenseModelConfig
+from r1flow.models.train.grpo import GRPOStageConfig
+from r1flow.models.train.pretrain import PretrainConfig
+from r1flow.models.train.sft import SFTStageConfig
 
 
 class StudentConfig(BaseModel):
@@ -52,7 +52,8 @@ class DistillConfig(BaseModel):
                                           description="Dense students; an empty list skips stage 9.")
     teacher_from: str | None = Field(
         None, description="Hugging Face causal LM id or path that writes the traces instead of this run's R1 "
-                          "(final_rl); None: the run's R1.")
+                          "(final_rl); None: the run's R1. When set, stages 1-8 are not needed and do not run "
+                          "(unless --until names one), and the report evaluates this teacher and the students.")
     traces: RejectionConfig = Field(
         default_factory=RejectionConfig,
         description="R1 answers the distillation prompts; verified, readable traces plus instruction answers.")

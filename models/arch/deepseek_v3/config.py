@@ -74,7 +74,7 @@ class MoEModelConfig(BaseModel):
             rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
             tie_word_embeddings=self.tie_word_embeddings, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
-            # MTP modules are trained by r1flow itself (models/deepseek_v3/mtp.py) and dropped on export
+            # MTP modules are trained by r1flow itself (models/arch/deepseek_v3/mtp.py) and dropped on export
             # (DeepSeek-V3 report sec. 2.2: "MTP modules can be discarded" at inference).
             num_nextn_predict_layers=0,
         )

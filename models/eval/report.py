@@ -2,7 +2,7 @@
 verdict computed from the numbers, and PNG plots. Library code: no Prefect, no store.
 
 `evals` is {checkpoint label: {"summary": eval_summary rows, "samples": eval_samples rows}} in run
-order (models/evaluate.py); `curves` is {RL stage label: its metrics rows} (models/grpo.py).
+order (models/eval/evaluate.py); `curves` is {RL stage label: its metrics rows} (models/train/grpo.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from r1flow.data.metrics import paired_diff_ci  # noqa: E402
-from r1flow.models.evaluate import REASONING_ALL  # noqa: E402
+from r1flow.models.eval.evaluate import REASONING_ALL  # noqa: E402
 
 
 def per_problem(samples: list[dict], family: str) -> dict[str, list[bool]]:

@@ -32,8 +32,9 @@ from r1flow.data.rewards import LEARNED_REWARDS, REWARDS, RewardFn, RewardTimer,
 from r1flow.data.templates import prompt_messages
 from r1flow.data.verify import reasoning_text
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
-from r1flow.models.engine import EngineConfig, SamplingConfig, check_checkpoint
-from r1flow.models.fleet import make_engine
+from r1flow.models.rollout.engine import EngineConfig, SamplingConfig, check_checkpoint
+from r1flow.models.rollout.fleet import make_engine
+from r1flow.models.train.checkpoint import save_trained
 
 
 class GRPOStageConfig(BaseModel):
@@ -183,7 +184,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
-    from r1flow.models.plots import plot_rl_curves
+    from r1flow.models.eval.plots import plot_rl_curves
 
     fns = {n: (learned_rewards or {}).get(n) or REWARDS.get(n) for n in cfg.rewards}
     missing = [n for n, f in fns.items() if f is None]
@@ -325,12 +326,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
         trainer.train(resume_from_checkpoint=last)
     finally:
         engine.close()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out_dir))
-    tok.save_pretrained(str(out_dir))
-    # Trainer.save_model also pickles TrainingArguments (training_args.bin); artifacts hold no pickle,
-    # and the stage config in the manifest already records every argument.
-    (out_dir / "training_args.bin").unlink(missing_ok=True)
+    save_trained(trainer, tok, out_dir)
     extra = out_dir / "r1flow"
     extra.mkdir(exist_ok=True)
     rollouts = [json.loads(line) for line in rec.jsonl("rollouts").read_text().splitlines()]

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from r1flow.data.templates import EOS, prompt_messages
 from r1flow.data.verify import extract_answer, verify
 from r1flow.data.world import INSTRUCTION_FAMILIES
-from r1flow.models.engine import EngineConfig, SamplingConfig
+from r1flow.models.rollout.engine import EngineConfig, SamplingConfig
+from r1flow.models.train.checkpoint import save_trained
 
 
 class RewardModelConfig(BaseModel):
@@ -111,7 +112,7 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from r1flow.models.engine import check_checkpoint
+    from r1flow.models.rollout.engine import check_checkpoint
 
     if not train or not heldout:
         raise ValueError(f"reward_model: need training and held-out pairs, got {len(train)} and {len(heldout)}")
@@ -130,10 +131,7 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
     trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(train), processing_class=tok)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out_dir))
-    tok.save_pretrained(str(out_dir))
-    (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest records the config
+    save_trained(trainer, tok, out_dir)
     scorer = RewardModelScorer(out_dir, model=trainer.model, tokenizer=tok)
     acc = pair_accuracy(scorer, heldout)
     by_family = {f: pair_accuracy(scorer, [p for p in heldout if p["family"] == f])

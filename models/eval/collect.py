@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from r1flow.data.filters import FilterConfig, card, dedupe, judge
 from r1flow.data.notation import parse_number, render_expr, render_number, words_to_expr
+from r1flow.data.schemas import read_rows
 from r1flow.data.templates import EOS, tagged_response
 from r1flow.data.verify import extract_answer, reasoning_text, verify
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
-from r1flow.models.engine import EngineConfig, SamplingConfig
+from r1flow.models.rollout.engine import EngineConfig, SamplingConfig
 
 
 class CollectConfig(BaseModel):
@@ -81,6 +83,15 @@ def per_family(rows: list[dict], families: list[str], n: int) -> list[dict]:
     return out
 
 
+def family_prompts(path: Path, families: list[str], n: int) -> list[dict]:
+    """`per_family` over a prompts Parquet file (the world's rl.parquet); an empty result is an error
+    naming the file, before any sampling."""
+    rows = per_family(read_rows(path, "prompts"), families, n)
+    if not rows:
+        raise ValueError(f"{path}: no RL prompts for families {families}")
+    return rows
+
+
 def restate_answer(answer: str, row: dict) -> str:
     """The answer written in the problem's notation (the readable summary)."""
     notation = row["notation"]
@@ -106,9 +117,9 @@ def readable(completion: str, row: dict) -> str:
 def sample(model_dir: str, batches: list[tuple[list[dict], SamplingConfig]], engine_cfg: EngineConfig
            ) -> list[list[list]]:
     """For each (rows, sampling) batch, k completions per row from one engine on `model_dir`; every row
-    is asked as evaluation asks it (models/evaluate.py: build_prompt)."""
-    from r1flow.models.evaluate import build_prompt
-    from r1flow.models.fleet import make_engine
+    is asked as evaluation asks it (models/eval/evaluate.py: build_prompt)."""
+    from r1flow.models.eval.evaluate import build_prompt
+    from r1flow.models.rollout.fleet import make_engine
 
     engine = make_engine(model_dir, engine_cfg)
     try:

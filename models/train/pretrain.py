@@ -1,8 +1,8 @@
 """Stage 1: pretrain a DeepSeek-V3-style MoE base model on the packed corpus (and, with a dense
 `model`, the Llama/Qwen2-style distillation students of stage 9 on the same corpus).
 
-    python -m r1flow.models.pretrain --spec SPEC.json          # one process
-    torchrun --nproc_per_node 2 -m r1flow.models.pretrain --spec SPEC.json   # DDP (gloo on CPU)
+    python -m r1flow.models.train.pretrain --spec SPEC.json          # one process
+    torchrun --nproc_per_node 2 -m r1flow.models.train.pretrain --spec SPEC.json   # DDP (gloo on CPU)
 
 AdamW with linear warmup and cosine decay, gradient clipping, sequence packing, float32 on CPU and
 bf16 autocast on GPU, auxiliary-loss-free balancing (bias update after every step), the optional
@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -29,16 +29,30 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from r1flow.models import fp8
-from r1flow.models.deepseek_v3.balancing import (RouterProbe, load_imbalance, sequence_balance_loss,
+from r1flow.models.arch import fp8
+from r1flow.models.arch.deepseek_v3.balancing import (RouterProbe, load_imbalance, sequence_balance_loss,
                                                  update_bias)
-from r1flow.models.deepseek_v3.config import MoEModelConfig
-from r1flow.models.deepseek_v3.mtp import MultiTokenPrediction
-from r1flow.models.dense import DenseModelConfig, pin_tokenizer
+from r1flow.models.arch.deepseek_v3.config import MoEModelConfig
+from r1flow.models.arch.deepseek_v3.mtp import MultiTokenPrediction
+from r1flow.models.arch.dense import DenseModelConfig, pin_tokenizer
+
+
+def _model_kind(value) -> str:
+    """`arch` (llama|qwen2) marks a dense student; a model without it is the DeepSeek-V3-style MoE."""
+    if isinstance(value, dict):
+        return "dense" if "arch" in value else "moe"
+    return "dense" if isinstance(value, DenseModelConfig) else "moe"
+
+
+# A discriminated union: pydantic validates a `model` against the one member its `arch` names, so an
+# error names that member's field (its location carries the tag, "moe" or "dense", after "model").
+ModelConfig = Annotated[Annotated[MoEModelConfig, Tag("moe")] | Annotated[DenseModelConfig, Tag("dense")],
+                        Discriminator(_model_kind)]
+MODEL_TAGS = ("moe", "dense")
 
 
 class PretrainConfig(BaseModel):
@@ -46,10 +60,10 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: MoEModelConfig | DenseModelConfig = Field(
+    model: ModelConfig = Field(
         default_factory=MoEModelConfig,
         description="Model shape: DeepSeek-V3-style MoE fields, or a dense student (`arch: llama|qwen2`, "
-                    "models/dense.py), which skips the MoE balancing.")
+                    "models/arch/dense.py), which skips the MoE balancing.")
     import_from: str | None = Field(
         None, description="Skip training and import this Hugging Face causal LM (hub id or local path) "
                           "as the base model: enter the DAG with your own base.")
@@ -78,17 +92,17 @@ class PretrainConfig(BaseModel):
     precision: str = Field(
         "auto", pattern="^(auto|fp32|bf16|fp8)$",
         description="auto: bf16 on GPU, fp32 on CPU. fp8: DeepSeek-V3's E4M3 GEMMs with 1x128/128x128 "
-                    "scaling (models/fp8.py): torchao's blockwise FP8 GEMMs on SM90+ GPUs, "
+                    "scaling (models/arch/fp8.py): torchao's blockwise FP8 GEMMs on SM90+ GPUs, "
                     "quantize-dequantize emulation on CPU.")
     heldout_max_rows: int = Field(64, ge=1, description="Packed held-out rows for the held-out loss.")
 
     @model_validator(mode="after")
     def _check_parallel(self) -> "PretrainConfig":
-        # models/fp8.py keeps the head and routers in high precision by parameter identity; under FSDP2
+        # models/arch/fp8.py keeps the head and routers in high precision by parameter identity; under FSDP2
         # the forward sees unsharded copies, so they would run in FP8 too (measured: FP8 share 1.0 vs 0.91).
         if self.parallel == "fsdp" and self.precision == "fp8":
             raise ValueError("parallel=fsdp with precision=fp8 is not supported yet (the FP8 exclusions of "
-                             "models/fp8.py do not see FSDP's unsharded weights); use parallel=ddp for fp8")
+                             "models/arch/fp8.py do not see FSDP's unsharded weights); use parallel=ddp for fp8")
         return self
 
     @model_validator(mode="after")
@@ -405,7 +419,7 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
     extra.mkdir(exist_ok=True)
     _write_metrics(history, extra / "metrics.parquet")
     if probe is not None:
-        from r1flow.models.plots import plot_expert_load
+        from r1flow.models.eval.plots import plot_expert_load
 
         plot_expert_load(history, extra / "expert_load.png")
     last = [r for r in history if "train/tokens_per_s" in r]

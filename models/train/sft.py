@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from r1flow.data.templates import prompt_messages
+from r1flow.models.train.checkpoint import save_trained
 
 
 class SFTStageConfig(BaseModel):
@@ -65,8 +66,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
-    from r1flow.models.engine import check_checkpoint
-    from r1flow.models.plots import plot_loss
+    from r1flow.models.rollout.engine import check_checkpoint
+    from r1flow.models.eval.plots import plot_loss
 
     check_checkpoint(base_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -112,10 +113,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
                          f"{stage}.max_length={cfg.max_length} tokens, leaving no completion to learn; raise it")
     eos_share = eos_in_loss_share(trainer, tok.eos_token_id)
     trainer.train(resume_from_checkpoint=last)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out_dir))
-    tok.save_pretrained(str(out_dir))
-    (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest records the config
+    save_trained(trainer, tok, out_dir)
     extra = out_dir / "r1flow"
     extra.mkdir(exist_ok=True)
     metrics = [json.loads(ln) for ln in log_file.read_text().splitlines()]

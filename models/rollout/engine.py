@@ -3,7 +3,7 @@
 Every sampled completion in r1flow (evaluation now; RL rollouts, rejection sampling and distillation
 traces later) goes through `RolloutEngine.generate`; `prompt_logprobs` scores given token sequences,
 which is how tests hold the engine to the trainer's numbers. A fleet of vLLM servers implements the
-same interface over HTTP (models/fleet.py, `make_engine` picks one). This module does not score or aggregate completions.
+same interface over HTTP (models/rollout/fleet.py, `make_engine` picks one). This module does not score or aggregate completions.
 
 vLLM on CPU, two things this wrapper sets on purpose:
   * `compilation_config.custom_ops = ["all", "-rotary_embedding"]`. vLLM's CPU `rotary_embedding`
@@ -58,8 +58,8 @@ class EngineConfig(BaseModel):
     trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint; off by default.")
     servers: list[str] = Field(default_factory=list, description=(
         "URLs of running vLLM OpenAI-compatible servers (started with VLLM_SERVER_DEV_MODE=1 and "
-        "--worker-extension-cls r1flow.models.fleet.WeightSyncExtension); rollouts are spread over them "
-        "(models/fleet.py). Empty: in-process vLLM."))
+        "--worker-extension-cls r1flow.models.rollout.fleet.WeightSyncExtension); rollouts are spread over them "
+        "(models/rollout/fleet.py). Empty: in-process vLLM."))
     launch_servers: int = Field(0, ge=0, description="Start this many vLLM servers on loopback for the stage "
                                                     "(and stop them after it); added to `servers`.")
     startup_timeout_s: float = Field(600.0, gt=0, description="Fleet: how long servers may take to become healthy.")
@@ -114,13 +114,40 @@ def check_checkpoint(path: str | os.PathLike) -> None:
         raise ValueError(f"{p}: the tokenizer has no EOS token; completions could never end")
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
 
 
-def _repack_cpu_moe(model) -> int:
+def vllm_args(cfg: EngineConfig) -> dict:
+    """The vLLM engine arguments r1flow sets, as `vllm.LLM` keywords. The fleet hands the same
+    dictionary to `vllm serve` as flags (models/rollout/fleet.py: `server_flags`), so an in-process
+    engine and a server always run with the same settings.
+
+    On CPU:
+      * `compilation_config.custom_ops = ["all", "-rotary_embedding"]`: see the module docstring.
+      * `kv_cache_memory_bytes`: see EngineConfig.kv_cache_gib.
+      * `enable_chunked_prefill=False`, working around a vLLM CPU bug, as vLLM's CPU platform already
+        does for MLA models (vllm/platforms/cpu.py, `check_and_update_config`). With it on, a prompt
+        split over two steps has its first sampled token discarded and the model runner (the GPU one,
+        also used on CPU) rewinds the request's seeded generator with
+        `gen.set_offset(gen.get_offset() - 4)` (`_bookkeeping_sync`); a CPU torch.Generator has no
+        offset: "RuntimeError: CPU Generator does not use offset". Every request here is seeded, so
+        any dense model (the stage-9 students) crashed once a batch exceeded the token budget.
+    """
+    cpu = on_cpu()
+    args = {"dtype": cfg.dtype if cfg.dtype != "auto" else ("float32" if cpu else "bfloat16"),
+            "max_model_len": cfg.max_model_len, "enforce_eager": cfg.enforce_eager,
+            "tensor_parallel_size": cfg.tensor_parallel_size, "trust_remote_code": cfg.trust_remote_code,
+            "gpu_memory_utilization": cfg.memory_fraction, "seed": 0}
+    if cpu:
+        args |= {"compilation_config": {"custom_ops": ["all", "-rotary_embedding"]},
+                 "kv_cache_memory_bytes": int(cfg.kv_cache_gib * 2**30), "enable_chunked_prefill": False}
+    return args
+
+
+def repack_cpu_moe(model) -> int:
     """Re-run the CPU experts' weight prepack on every fused-MoE layer (see update_weights)."""
     n = 0
     for module in model.modules():
@@ -139,26 +166,8 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
-        cpu = _on_cpu()
-        dtype = cfg.dtype if cfg.dtype != "auto" else ("float32" if cpu else "bfloat16")
-        kwargs = {}
-        if cpu:
-            kwargs["compilation_config"] = {"custom_ops": ["all", "-rotary_embedding"]}
-            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
-            # Work around a vLLM CPU bug: chunked prefill off for every model, as vLLM's CPU platform
-            # already does for MLA models (vllm/platforms/cpu.py, `check_and_update_config`). With it
-            # on, a prompt split over two steps has its first sampled token discarded and the model
-            # runner (the GPU one, also used on CPU) rewinds the request's seeded generator with
-            # `gen.set_offset(gen.get_offset() - 4)` (`_bookkeeping_sync`); a CPU torch.Generator has
-            # no offset: "RuntimeError: CPU Generator does not use offset". Every request here is
-            # seeded, so any dense model (the stage-9 students) crashed once a batch exceeded the
-            # token budget. The fleet's `vllm serve` processes get the same flag (models/fleet.py).
-            kwargs["enable_chunked_prefill"] = False
         self.model_dir = model_dir
-        self.llm = LLM(model=model_dir, dtype=dtype, gpu_memory_utilization=cfg.memory_fraction,
-                       max_model_len=cfg.max_model_len, enforce_eager=cfg.enforce_eager,
-                       tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
-                       seed=0, **kwargs)
+        self.llm = LLM(model=model_dir, **vllm_args(cfg))
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, n: list[int] | None = None,
@@ -188,8 +197,8 @@ class VLLMEngine:
         prepack after the reload. Cached prefixes hold keys/values of the old weights: reset them.
         tests/test_grpo.py holds the engine to the trainer's log-probs after optimizer steps."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": checkpoint_dir})
-        if _on_cpu():
-            self.llm.apply_model(_repack_cpu_moe)
+        if on_cpu():
+            self.llm.apply_model(repack_cpu_moe)
         self.llm.reset_prefix_cache()
 
     def prompt_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
