@@ -1,11 +1,12 @@
 """A stage's code version, computed: the source of every r1flow module its build function can run,
 plus the installed versions of the libraries whose behaviour its artifact depends on.
 
-The closure starts at the stage's entry module (the module of its build function, tasks/*.py) and
-follows every `import` and `from ... import` inside the `r1flow` package, transitively, including
-imports inside functions and the `__init__.py` of each package on the way (an AST walk: nothing is
-imported to find them). Imports of other packages end the walk; those named in LIBRARIES add their
-installed version. An edit to any module in the closure re-keys the stage; an edit elsewhere does not.
+The closure starts at the stage's entry module (the module of its build function: tasks/*.py, or a
+module of the user's own package for a stage they add) and follows every `import` and `from ... import`
+inside the `r1flow` package and the entry's own top-level package, transitively, including imports
+inside functions and the `__init__.py` of each package on the way (an AST walk: nothing is imported
+to find them). Imports of other packages end the walk; those named in LIBRARIES add their installed
+version. An edit to any module in the closure re-keys the stage; an edit elsewhere does not.
 
 Hand-kept module lists drifted (issue 18: five stages ran modules their lists left out, so an edit
 silently reused a stale artifact); nothing here is listed by hand except which third-party libraries
@@ -52,7 +53,7 @@ def module_file(name: str, root: Path | None = None) -> Path | None:
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     path = Path(spec.origin).resolve()
-    return root / path.relative_to(_ROOT) if root is not None else path
+    return root / path.relative_to(_ROOT) if root is not None and path.is_relative_to(_ROOT) else path
 
 
 def _imports(path: Path, module: str) -> set[str]:
@@ -80,7 +81,9 @@ def _parents(name: str) -> list[str]:
 
 
 def closure(entry: str, root: Path | None = None) -> tuple[dict[str, Path], set[str]]:
-    """(r1flow module -> its file, third-party top-level packages imported) reachable from `entry`."""
+    """(module -> its file, other top-level packages imported) reachable from `entry` inside r1flow
+    and `entry`'s own top-level package."""
+    ours = {PACKAGE, entry.split(".")[0]}
     files: dict[str, Path] = {}
     external: set[str] = set()
     todo = [entry]
@@ -88,11 +91,11 @@ def closure(entry: str, root: Path | None = None) -> tuple[dict[str, Path], set[
         name = todo.pop()
         if name in files:
             continue
-        if name.split(".")[0] != PACKAGE:
+        if name.split(".")[0] not in ours:
             external.add(name.split(".")[0])
             continue
         path = module_file(name, root)
-        if path is None:  # `from r1flow.x import some_function`: a name, not a module
+        if path is None:  # `from r1flow.x import some_function`: a name, not a module (or a builtin)
             continue
         files[name] = path
         todo += _parents(name) + sorted(_imports(path, name))
