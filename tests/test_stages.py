@@ -140,3 +140,45 @@ def test_every_node_key_is_unique_and_parents_come_first():
         for n in nodes:
             assert n.key not in seen and set(n.parents.values()) <= seen, (path, n.key)
             seen.add(n.key)
+
+
+def build_corpus_stats(b) -> None:
+    """The README's example stage: documents and mean length per document kind of the world's corpus."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from r1flow.data.schemas import read_rows
+
+    rows = read_rows(b.parents["world"].file("corpus.parquet"), "corpus", ["text", "doc_kind"])
+    kinds = sorted({r["doc_kind"] for r in rows})
+    stats = [{"doc_kind": k, "docs": sum(r["doc_kind"] == k for r in rows),
+              "mean_chars": sum(len(r["text"]) for r in rows if r["doc_kind"] == k)
+              / sum(r["doc_kind"] == k for r in rows)} for k in kinds]
+    pq.write_table(pa.Table.from_pylist(stats), b.out / "stats.parquet")
+    b.summary |= {"doc_kinds": len(stats)}
+
+
+def test_adding_a_stage_is_one_declaration(prefect_harness, tmp_path, monkeypatch):
+    """One `Stage(...)` and its build function: the DAG runs it (and only what it needs), records its
+    parents, keys it by its own module's import closure, and lists it in the graph."""
+    import pyarrow.parquet as pq
+
+    from r1flow.data.store import ArtifactStore
+    from r1flow.flows.pipeline import run_dag
+    from r1flow.stages import Stage
+    from r1flow.tasks.common import Node
+
+    monkeypatch.setitem(STAGES, "corpus_stats", Stage(
+        "corpus_stats", "documents and mean length per document kind", "world", "dataset", build_corpus_stats,
+        lambda r: [Node("corpus_stats", "corpus_stats", r.world, {"world": "world"})]))
+    recipe = load_recipe("configs/smoke.yaml", {"store": str(tmp_path)})
+    refs = run_dag(recipe, until_stage="corpus_stats")
+    assert set(refs) == {"world", "corpus_stats"}
+    store = ArtifactStore(tmp_path)
+    m = store.manifest(refs["corpus_stats"].id)
+    assert m.stage == "corpus_stats" and m.parents == [refs["world"].id]
+    assert m.code_version == cv.code_version(build_corpus_stats.__module__)
+    stats = pq.read_table(f"{refs['corpus_stats'].path}/stats.parquet").to_pylist()
+    assert sum(r["docs"] for r in stats) == store.manifest(refs["world"].id).summary["corpus_docs"]
+    assert graph(recipe)["corpus_stats"] == ["world"]
+    assert run_dag(recipe, until_stage="corpus_stats") == refs  # cached by its key
