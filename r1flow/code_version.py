@@ -24,11 +24,11 @@ from pathlib import Path
 
 PACKAGE = "r1flow"
 # Third-party libraries whose version changes what a stage computes or writes: the numerics and kernels
-# (torch, vLLM, torchao's FP8 GEMMs), the model code and trainers (transformers, TRL, PEFT, accelerate), tokenization,
-# data loading and Parquet bytes (datasets, pyarrow), checkpoint files (safetensors) and answer
-# checking (math-verify). Others (Prefect, typer, pydantic: the config is in the key) do not.
-LIBRARIES = ("torch", "torchao", "vllm", "transformers", "trl", "peft", "accelerate", "tokenizers", "datasets", "pyarrow",
-             "safetensors", "math_verify")
+# (torch, vLLM, torchao's FP8 GEMMs), the model code and trainers (transformers, TRL, PEFT, accelerate),
+# tokenization, data loading and Parquet bytes (datasets, pyarrow), checkpoint files (safetensors) and
+# answer checking (math-verify). Others (Prefect, typer, pydantic: the config is in the key) do not.
+LIBRARIES = ("torch", "torchao", "vllm", "transformers", "trl", "peft", "accelerate", "tokenizers", "datasets",
+             "pyarrow", "safetensors", "math_verify")
 _ROOT = Path(__file__).resolve().parent.parent  # the project root of an editable install (flows/ tasks/ ...)
 
 

@@ -3,7 +3,6 @@ checkpoint; parents by role: `checkpoint` and `world` (eval.parquet)."""
 
 from __future__ import annotations
 
-
 from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models.eval import evaluate as ev

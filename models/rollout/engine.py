@@ -3,7 +3,8 @@
 Every sampled completion in r1flow (evaluation now; RL rollouts, rejection sampling and distillation
 traces later) goes through `RolloutEngine.generate`; `prompt_logprobs` scores given token sequences,
 which is how tests hold the engine to the trainer's numbers. A fleet of vLLM servers implements the
-same interface over HTTP (models/rollout/fleet.py, `make_engine` picks one). This module does not score or aggregate completions.
+same interface over HTTP (models/rollout/fleet.py, `make_engine` picks one). This module does not score
+or aggregate completions.
 
 vLLM on CPU, two things this wrapper sets on purpose:
   * `compilation_config.custom_ops = ["all", "-rotary_embedding"]`. vLLM's CPU `rotary_embedding`

@@ -2,8 +2,8 @@
 baseline, the same students trained with R1-Zero-style RL only (R1 sec. 4.1, Table 6).
 
 Everything here is configuration: the stages reuse the code of earlier stages without copies.
-- `student_pretrain`: models/train/pretrain.py with a dense `model` (models/arch/dense.py), on the same corpus,
-  or `import_from` a real student (Qwen2.5-Math-1.5B, Llama-3.1-8B, any causal LM id or path).
+- `student_pretrain`: models/train/pretrain.py with a dense `model` (models/arch/dense.py), on the same
+  corpus, or `import_from` a real student (Qwen2.5-Math-1.5B, Llama-3.1-8B, any causal LM id or path).
 - `distill_traces`: R1 (the `final_rl` checkpoint) answers the distillation prompts with vLLM; the
   rejection-sampling code (models/eval/collect.py) keeps verified, readable traces and adds instruction
   answers, as the paper reused its ~800k SFT samples. With `teacher_from`, a checkpoint the user
