@@ -110,3 +110,26 @@ def test_a_server_that_cannot_start_is_a_clear_error(tmp_path):
         VLLMServerFleet(str(tmp_path), ENGINE.model_copy(update={"launch_servers": 1}), log_dir=tmp_path / "logs")
     out = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert not out.stdout.strip(), "a failed server left processes behind"
+
+
+def test_servers_get_the_in_process_engines_vllm_settings():
+    """One settings dict (models/rollout/engine.py: vllm_args) for both back ends: `vllm serve` parses the
+    fleet's flags into the same engine arguments the in-process `LLM(**vllm_args(cfg))` gets."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from r1flow.models.rollout.engine import vllm_args
+    from r1flow.models.rollout.fleet import server_flags
+
+    cfg = ENGINE.model_copy(update={"trust_remote_code": False, "enforce_eager": True})
+    kwargs = vllm_args(cfg)
+    parsed = EngineArgs.from_cli_args(make_arg_parser(FlexibleArgumentParser()).parse_args(
+        ["--model", "m", *server_flags(kwargs)]))
+    direct = EngineArgs(model="m", **kwargs)
+    for name in kwargs:
+        got, want = getattr(parsed, name), getattr(direct, name)
+        if name == "compilation_config":
+            got, want = got.custom_ops, want.custom_ops
+        assert got == want, name
+    assert parsed.enable_chunked_prefill is False and parsed.kv_cache_memory_bytes == 2**28  # CPU settings
