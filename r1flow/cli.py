@@ -129,12 +129,10 @@ def stages(recipe: Path = RECIPE) -> None:
     except RecipeError as e:
         _fail(str(e))
     parents = graph(rec)
-    typer.echo(f"The DAG of {recipe} (recipe {rec.name!r}):")
+    typer.echo(f"The DAG of {recipe} (recipe {rec.name!r}): stage, recipe section, parent stages, what it does")
     for i, (name, st) in enumerate(STAGES.items()):
-        if name in parents:
-            typer.echo(f"{i:>2}  {name:<18} <- {', '.join(parents[name]) or '-':<40} {st.what}")
-        else:
-            typer.echo(f"{i:>2}  {name:<18}    (not in this recipe)                     {st.what}")
+        got = f"<- {', '.join(parents[name]) or '-'}" if name in parents else "(not in this recipe)"
+        typer.echo(f"{i:>2}  {name:<18} {st.section:<20} {got}\n{'':<24}{st.what}")
 
 
 @artifacts_app.command("ls")

@@ -182,3 +182,28 @@ def test_adding_a_stage_is_one_declaration(prefect_harness, tmp_path, monkeypatc
     assert sum(r["docs"] for r in stats) == store.manifest(refs["world"].id).summary["corpus_docs"]
     assert graph(recipe)["corpus_stats"] == ["world"]
     assert run_dag(recipe, until_stage="corpus_stats") == refs  # cached by its key
+
+
+def test_every_stage_names_a_recipe_section_that_exists():
+    from r1flow.recipe import Recipe
+
+    recipe = Recipe()
+    for st in STAGES.values():
+        node = recipe
+        for part in st.section.split("."):
+            assert part in type(node).model_fields, (st.name, st.section)
+            node = getattr(node, part)
+
+
+def test_cli_stages_prints_the_graph_the_recipe_resolves():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "r1flow.cli", "stages", "--recipe", "configs/smoke.yaml"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[1]: line for line in out.stdout.splitlines()[1:] if line[:2].strip().isdigit()}
+    assert list(lines) == list(STAGES)
+    assert lines["final_rl"].endswith("<- sft_mix, reward_model, world")
+    assert lines["report"].endswith("<- evaluate, r1_zero, reasoning_rl, final_rl, student_rl")
+    assert lines["distill_teacher"].endswith("(not in this recipe)")
