@@ -198,7 +198,6 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
 StageName = Literal[tuple(STAGES)]  # type: ignore[valid-type]
 # Stages 1-8, the MoE line: what distill.teacher_from makes unnecessary.
 R1_LINE = list(STAGES)[list(STAGES).index("pretrain"):list(STAGES).index("final_rl") + 1]
-STAGE9 = ("student_pretrain", "distill_teacher", "distill_traces", "distill", "student_rl")
 
 
 def dag(recipe: Recipe) -> list[Node]:
@@ -245,8 +244,8 @@ def select(recipe: Recipe, from_stage: str | None = None, until_stage: str | Non
     if until_stage:
         targets = {n.key for n in nodes if n.stage == until_stage}
         if not targets:
-            raise ValueError(f"--until {until_stage}: this recipe has no {until_stage} stage "
-                             f"({'no distill.students' if until_stage in STAGE9 else 'not enabled'})")
+            raise ValueError(f"--until {until_stage}: this recipe has no {until_stage} stage (its section, "
+                             f"{STAGES[until_stage].section}, leaves it out)")
         wanted = f"--until {until_stage}"
     else:
         targets, wanted = {n.key for n in nodes if n.stage == "report"}, "the report"
