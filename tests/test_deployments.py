@@ -11,13 +11,11 @@ import pytest
 
 from r1flow.data.store import ArtifactStore
 from r1flow.flows.deployments import register, start_worker, stop
+from r1flow.stages import STAGES
 from r1flow.recipe import ScheduleConfig, load_recipe
 
 pytestmark = pytest.mark.slow
-STAGE_DEPLOYMENTS = {f"r1flow-{s}" for s in ("world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold",
-                                             "reasoning_rl", "rejection_sampling", "sft_mix", "reward_model",
-                                             "final_rl", "student_pretrain", "distill_traces", "distill",
-                                             "student_rl", "evaluate", "report")}
+STAGE_DEPLOYMENTS = {f"r1flow-{s}" for s in STAGES}  # one per declared stage (r1flow/stages.py)
 
 
 def _worker_env() -> dict:
