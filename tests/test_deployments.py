@@ -11,8 +11,8 @@ import pytest
 
 from r1flow.data.store import ArtifactStore
 from r1flow.flows.deployments import register, start_worker, stop
-from r1flow.stages import STAGES
 from r1flow.recipe import ScheduleConfig, load_recipe
+from r1flow.stages import STAGES
 
 pytestmark = pytest.mark.slow
 STAGE_DEPLOYMENTS = {f"r1flow-{s}" for s in STAGES}  # one per declared stage (r1flow/stages.py)
