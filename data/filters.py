@@ -70,7 +70,7 @@ def judge(completion: str, row: dict, cfg: FilterConfig | None = None) -> Verdic
     cfg = cfg or FilterConfig()
     text = completion.split(EOS)[0]
     fmt = format_ok(text)
-    answer = extract_answer(text, row.get("kind", "reasoning"))
+    answer = extract_answer(text, row)
     correct = verify(answer, row) if answer is not None else None
     reasoning = reasoning_text(text)
     share = notation_share(reasoning, row["notation"]) if row.get("kind", "reasoning") == "reasoning" else None

@@ -151,7 +151,10 @@ def notation_counts(text: str) -> dict[str, int]:
 
 def notation_share(text: str, target: Notation) -> float | None:
     """Share of notation-bearing tokens written in `target` (R1 sec. 2.3.2's language-consistency
-    reward is the share of target-language words in the CoT). None when the text has none."""
+    reward is the share of target-language words in the CoT). None when the text has none, or when
+    `target` is no notation (imported problems have none)."""
+    if target not in NOTATIONS:
+        return None
     counts = notation_counts(text)
     total = counts["sym"] + counts["word"]
     return None if total == 0 else counts[target] / total

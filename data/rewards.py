@@ -5,11 +5,12 @@ protocol: `columns` are the prompt set's columns, one value per completion). It 
 completion it cannot score (its verifier raised, or the call timed out), never a fake 0; TRL turns
 None into NaN and leaves it out of the sum over reward functions.
 
-  accuracy_reward  1 if the extracted answer verifies against the problem, else 0 (R1 sec. 2.2.2)
+  accuracy_reward  1 if the extracted answer verifies against the problem, else 0 (R1 sec. 2.2.2);
+                   the problem's verifier is its row's (data/verify.py: world, math, countdown, ...)
   format_reward    1 if the completion is exactly <think> ... </think> <answer> ... </answer>
   language_reward  the share of the reasoning's notation-bearing words written in the prompt's
                    notation (R1 sec. 2.3.2's language-consistency reward, summed with accuracy);
-                   0 for reasoning with no such word
+                   0 for reasoning with no such word; None for imported prompts (no notation)
 These three are rule rewards for reasoning prompts: on other prompts (instruction tasks, R1's general
 data) they return None, and the learned reward model (`models/train/reward_model.py`, reward name
 `helpfulness`) scores those instead, as in R1 sec. 2.3.4.
@@ -47,17 +48,19 @@ def accuracy_reward(completions: list, family: list[str], answer: list[str], met
         if k != "reasoning":
             out.append(None)
             continue
-        pred = extract_answer(_text(c), k)
-        if pred is None:
-            out.append(0.0)  # no answer given: scorable, and wrong
-            continue
+        row = {"family": fam, "answer": gold, "meta": m, "kind": k}
+        pred = None
         try:
-            ok = verify(pred, {"family": fam, "answer": gold, "meta": m})
+            pred = extract_answer(_text(c), row)
+            if pred is None:
+                out.append(0.0)  # no answer given: scorable, and wrong
+                continue
+            ok = verify(pred, row)
         except Exception:  # noqa: BLE001 - a verifier failure is "cannot score" (None), logged
             log.exception("accuracy_reward: verifier failed on answer %r for %s problem", pred, fam)
             out.append(None)
             continue
-        out.append(1.0 if ok else 0.0)
+        out.append(None if ok is None else 1.0 if ok else 0.0)  # None: a user verifier could not score
     return out
 
 
@@ -70,7 +73,7 @@ def language_reward(completions: list, notation: list[str], kind: list[str] | No
                     **_: Any) -> list[float | None]:
     out: list[float | None] = []
     for c, target, k in zip(completions, notation, _kinds(kind, completions)):
-        if k != "reasoning":
+        if k != "reasoning" or not target:  # imported data has no notation to be consistent with
             out.append(None)
             continue
         share = notation_share(reasoning_text(_text(c)), target)

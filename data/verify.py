@@ -1,10 +1,13 @@
-"""Answer extraction and verifiers for the task world (used by evaluation and, later, rewards).
+"""Answer extraction and verification for every prompt row: one entry point for rewards, the sampling
+filters and evaluation.
 
-`extract_answer` reads the model's final answer from a completion: the content of a single
-`<answer>...</answer>` pair, else the last `Answer: ...` line (the untagged style base models use).
-`verify` checks an extracted answer against a problem row and returns True/False, or None when the
-answer cannot be scored (nothing extracted). Numeric answers are compared with `math-verify` after
-mapping word notation to digits; countdown answers are checked exactly (numbers used, value).
+A row names its verifier in `meta["verifier"]` (imported data: data/verifiers.py's `math`,
+`multiple_choice`, `exact`, `countdown` or a user `module:function`); rows without one are the
+generated world's, checked here. For the world, `extract_answer` reads the content of a single
+`<answer>...</answer>` pair, else the last `Answer: ...` line (the untagged style base models use);
+numeric answers are compared with `math-verify` after mapping word notation to digits; countdown
+answers are checked exactly (numbers used, value).
+`verify` returns True/False, or None when the answer cannot be scored (nothing extracted).
 This module does not sample or aggregate metrics.
 """
 
@@ -15,7 +18,9 @@ import json
 import operator
 import re
 from collections import Counter
+from functools import lru_cache
 
+from r1flow.data import verifiers
 from r1flow.data.notation import parse_number, words_to_expr
 from r1flow.data.templates import ANSWER_CLOSE, ANSWER_OPEN, EOS
 
@@ -23,7 +28,31 @@ _TAGGED = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE)
 _PLAIN = re.compile(r"Answer:[ \t]*([^\n<]*)")
 
 
-def extract_answer(completion: str, kind: str = "reasoning") -> str | None:
+def meta_of(row: dict) -> dict:
+    m = row.get("meta") or {}
+    return json.loads(m) if isinstance(m, str) else m
+
+
+@lru_cache(maxsize=64)
+def _user(spec: str) -> verifiers.Verifier:
+    return verifiers.user_verifier(spec)
+
+
+def verifier_of(row: dict) -> verifiers.Verifier | None:
+    """The row's verifier; None for the generated world's rows (checked by this module)."""
+    kind = meta_of(row).get("verifier", "world")
+    if kind == "world":
+        return None
+    return verifiers.BUILTIN.get(kind) or _user(kind)
+
+
+def extract_answer(completion: str, row: dict) -> str | None:
+    """The final answer of `completion` for the problem `row`, or None."""
+    v = verifier_of(row)
+    return v.extract(completion) if v else _world_answer(completion, row.get("kind", "reasoning"))
+
+
+def _world_answer(completion: str, kind: str) -> str | None:
     """The final answer, or None. Several answer tags, or an unclosed one, make it ambiguous: None.
     Instruction tasks are answered directly, so without tags or an `Answer:` line their answer is the
     response's first line."""
@@ -81,8 +110,12 @@ def safe_eval(expr: str) -> tuple[int, list[int]] | None:
         return None
 
 
-def normalize(answer: str, family: str) -> str | None:
+def normalize(answer: str, row: dict) -> str | None:
     """Canonical form of an answer, for majority voting (cons@k) and comparison."""
+    v = verifier_of(row)
+    if v:
+        return v.canon(answer, row, meta_of(row))
+    family = row["family"]
     if family in ("add", "arith"):
         n = parse_number(answer)
         return None if n is None else str(n)
@@ -96,14 +129,17 @@ def verify(answer: str | None, row: dict) -> bool | None:
     """Is `answer` correct for the problem `row` (a prompt-set row: family, answer, meta)?"""
     if answer is None:
         return None
+    v = verifier_of(row)
+    if v:
+        return v.check(answer, row, meta_of(row))
     family = row["family"]
-    canon = normalize(answer, family)
+    canon = normalize(answer, row)
     if canon is None:
         return False
     if family in ("add", "arith"):
         return _math_equal(canon, row["answer"])
     if family == "countdown":
-        meta = json.loads(row["meta"]) if isinstance(row["meta"], str) else row["meta"]
+        meta = meta_of(row)
         res = safe_eval(canon)
         if res is None:
             return False

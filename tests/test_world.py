@@ -107,14 +107,14 @@ def test_countdown_accepts_any_valid_expression_and_rejects_reuse():
     ("Answer: seven<|eos|>Answer: 8", "seven"),  # text after EOS is ignored
 ])
 def test_extract_answer(completion, expected):
-    assert verify.extract_answer(completion) == expected
+    assert verify.extract_answer(completion, {"kind": "reasoning"}) == expected
 
 
 def test_instruction_answers_are_the_response():
-    assert verify.extract_answer(" fish lime moon<|eos|>", "instruction") == "fish lime moon"
-    assert verify.extract_answer(" fish lime moon", "reasoning") is None
+    assert verify.extract_answer(" fish lime moon<|eos|>", {"kind": "instruction"}) == "fish lime moon"
+    assert verify.extract_answer(" fish lime moon", {"kind": "reasoning"}) is None
     row = {"family": "copy", "answer": "fish lime moon", "meta": "{}"}
-    assert verify.verify(verify.extract_answer(" fish  lime moon\nUser: x", "instruction"), row) is True
+    assert verify.verify(verify.extract_answer(" fish  lime moon\nUser: x", {"kind": "instruction"}), row) is True
 
 
 def test_format_ok():

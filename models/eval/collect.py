@@ -110,7 +110,7 @@ def readable(completion: str, row: dict) -> str:
     """Rewrite a kept chain of thought into the readable output format."""
     text = completion.split(EOS)[0]
     reasoning = " ".join(reasoning_text(text).split())
-    answer = extract_answer(text, row["kind"]) or ""
+    answer = extract_answer(text, row) or ""
     return tagged_response(re.sub(r"\s+([.,])", r"\1", reasoning), restate_answer(answer, row))
 
 
@@ -167,7 +167,7 @@ def instruction_samples(rows: list[dict], completions: list[list], want: int, se
     for i in order:
         row = rows[i]
         good = [c.text.split(EOS)[0].strip() for c in completions[i]
-                if verify(extract_answer(c.text, "instruction"), row)]
+                if verify(extract_answer(c.text, row | {"kind": "instruction"}), row)]
         if good and len(out) < want:
             out.append(_instr(row, good[0], "policy"))
             used.add(i)

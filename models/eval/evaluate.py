@@ -53,13 +53,13 @@ def score(rows: list[dict], completions: list[list], label: str) -> list[dict]:
     samples = []
     for row, comps in zip(rows, completions):
         for i, c in enumerate(comps):
-            ans = extract_answer(c.text, row["kind"])
+            ans = extract_answer(c.text, row)
             ok = verify(ans, row)
             share = notation_share(reasoning_text(c.text), row["notation"]) if row["kind"] == "reasoning" else None
             samples.append({
                 "checkpoint": label, "problem_id": row["id"], "family": row["family"], "kind": row["kind"],
                 "notation": row["notation"], "sample": i, "question": row["question"], "gold": row["answer"],
-                "completion": c.text, "answer": ans, "answer_norm": normalize(ans, row["family"]) if ans else None,
+                "completion": c.text, "answer": ans, "answer_norm": normalize(ans, row) if ans else None,
                 "correct": bool(ok), "scorable": ok is not None, "format_ok": format_ok(c.text),
                 "eos": c.finish_reason == "stop", "length": len(c.token_ids), "notation_share": share,
             })

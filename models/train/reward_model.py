@@ -79,7 +79,7 @@ def preference_pairs(rows: list[dict], answers: list[list[str]], seed: int = 0, 
     pairs = []
     for row, texts in zip(rows, answers):
         uniq = list(dict.fromkeys(t.split(EOS)[0].strip() for t in texts if t.split(EOS)[0].strip()))
-        good = [t for t in uniq if verify(extract_answer(t, "instruction"), row)]
+        good = [t for t in uniq if verify(extract_answer(t, row | {"kind": "instruction"}), row)]
         bad = [t for t in uniq if t not in good]
         rng.shuffle(good)
         rng.shuffle(bad)
@@ -87,7 +87,7 @@ def preference_pairs(rows: list[dict], answers: list[list[str]], seed: int = 0, 
         for i in range(per_prompt):
             chosen, c_src = (good[i % len(good)], "policy") if good else (row["answer"], "world")
             rejected, r_src = (bad[i], "policy") if i < len(bad) else (corrupt(row, rng, alt), "rule")
-            if rejected == chosen or verify(extract_answer(rejected, "instruction"), row):
+            if rejected == chosen or verify(extract_answer(rejected, row | {"kind": "instruction"}), row):
                 continue
             pairs.append({"problem_id": row["id"], "family": row["family"], "question": row["question"],
                           "chosen": chosen, "rejected": rejected, "source": f"{c_src}/{r_src}"})
