@@ -61,5 +61,31 @@ def prompt_messages(question: str, kind: str = "reasoning") -> list[dict]:
     return r1_zero_messages(question) if kind == "reasoning" else [{"role": "user", "content": question}]
 
 
+# How a stage asks an imported problem (`template` of the RL, sampling and benchmark configs).
+TEMPLATES = {
+    "r1_zero": "R1 paper Table 1 (system prompt asking for <think>/<answer> tags), through the chat template",
+    "chat": "the tokenizer's own chat template, the question as the only user turn (instruct models)",
+}
+
+
+def check_template(template: str) -> str:
+    """A recipe's template: a name in TEMPLATES, or your own prompt text containing `{question}`."""
+    if template not in TEMPLATES and "{question}" not in template:
+        raise ValueError(f"template {template[:60]!r}: not one of {list(TEMPLATES)} and has no {{question}} "
+                         "placeholder")
+    return template
+
+
+def render_prompt(question: str, kind: str, tokenizer, template: str = "r1_zero") -> str:
+    """The prompt text a reasoning problem is sampled from. A template of your own is used verbatim with
+    `{question}` replaced (no chat template around it: write the model's own chat markup into it, as
+    SimpleRL-Zoo's qwen-boxed prompt does). Instruction tasks are always a plain user turn."""
+    if kind == "reasoning" and template not in TEMPLATES:
+        return template.replace("{question}", question)
+    messages = r1_zero_messages(question) if kind == "reasoning" and template == "r1_zero" else \
+        [{"role": "user", "content": question}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
 def tagged_response(reasoning: str, answer: str) -> str:
     return f"{THINK_OPEN} {reasoning} {THINK_CLOSE} {ANSWER_OPEN} {answer} {ANSWER_CLOSE}"

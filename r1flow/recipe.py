@@ -9,11 +9,13 @@ the field path.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from r1flow.data.sources import WORLD, DataSource
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES, WorldConfig
 from r1flow.models.eval.collect import CollectConfig, RejectionConfig
 from r1flow.models.train.distill import DistillConfig
@@ -58,6 +60,9 @@ class Recipe(BaseModel):
     name: str = Field("tiny", description="Recipe name, shown in run names and reports.")
     store: str | None = Field(None, description="Artifact store root (default: $R1FLOW_STORE or ./artifacts).")
     world: WorldConfig = Field(default_factory=WorldConfig, description="Stage 0: task world and corpus.")
+    data: dict[str, DataSource] = Field(default_factory=dict, description=(
+        "Stage 0: your own data sources by name (files, URLs, hub datasets), imported as artifacts; stages "
+        "name them in `datasets` (RL, sampling, SFT) and `evaluate.benchmarks`."))
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Stage 0: BPE tokenizer.")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="Stage 1: MoE base model.")
     r1_zero: GRPOStageConfig = Field(default_factory=GRPOStageConfig,
@@ -93,6 +98,39 @@ class Recipe(BaseModel):
                              description="Hardware and cost assumptions of `r1flow plan`; changes no artifact.")
     schedule: ScheduleConfig | None = Field(
         None, description="Retraining schedule of the pipeline deployment (`r1flow serve`); changes no artifact.")
+
+    def data_uses(self) -> list[tuple[str, str, str]]:
+        """(field path, source name, use it needs) of every reference to a `data:` source."""
+        out = []
+        for name, section in [*self, *(("distill." + k, v) for k, v in self.distill)]:
+            for i, d in enumerate(getattr(section, "datasets", None) or []):
+                if d != WORLD:
+                    need = "sft" if isinstance(section, SFTStageConfig) else "prompts"
+                    out.append((f"{name}.datasets.{i}", d, need))
+        out += [(f"evaluate.benchmarks.{i}.data", b.data, "prompts") for i, b in enumerate(self.evaluate.benchmarks)]
+        return out
+
+    def benchmark_sources(self) -> list[str]:
+        return [b.data for b in self.evaluate.benchmarks]
+
+    @model_validator(mode="after")
+    def _check_data(self) -> "Recipe":
+        for name in self.data:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", name):
+                raise ValueError(f"data.{name}: a source name is lowercase letters, digits, _ and -")
+            if name in (WORLD, *REASONING_FAMILIES, *INSTRUCTION_FAMILIES):
+                raise ValueError(f"data.{name}: the name is taken by the generated world; choose another")
+        for field, name, need in self.data_uses():
+            if name not in self.data:
+                raise ValueError(f"{field}: no source {name!r} in `data:` (sources: {sorted(self.data) or 'none'})")
+            if self.data[name].use != need:
+                raise ValueError(f"{field}: source {name!r} has use: {self.data[name].use}, this field needs {need}")
+        training = {name for field, name, _ in self.data_uses() if not field.startswith("evaluate.")}
+        both = training & set(self.benchmark_sources())
+        if both:
+            raise ValueError(f"data source(s) {sorted(both)} are both trained on and benchmarks; a benchmark must be "
+                             "held out")
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> "Recipe":
@@ -180,4 +218,9 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
     for field, value in _local_paths(recipe):
         if _is_path(value) and not Path(value).expanduser().exists():
             raise RecipeError(f"{path}: {field}: no such file or directory: {value}")
+    for name, src in recipe.data.items():
+        local = src.path and "://" not in src.path and not any(ch in src.path for ch in "*?[")
+        if local and not Path(src.path).expanduser().exists():
+            raise RecipeError(f"{path}: data.{name}.path: no such file or directory: {src.path} "
+                              f"(relative paths are read from the directory r1flow runs in, {os.getcwd()})")
     return recipe

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from r1flow.data.store import ArtifactKind, ArtifactRef, ArtifactStore
 from r1flow.models import plan as planner
 from r1flow.models.train.pretrain import PretrainConfig
-from r1flow.tasks import evaluate, pretrain, report, reward_model, rl, sample, sft, tokenizer, world
+from r1flow.data.sources import WORLD, fingerprint
+from r1flow.data.store import ArtifactKind, ArtifactRef, ArtifactStore
+from r1flow.tasks import data_import, evaluate, pretrain, report, reward_model, rl, sample, sft, tokenizer, world
 from r1flow.tasks.common import Build, Node, StageMode, node_key
 
 if TYPE_CHECKING:
@@ -64,6 +65,42 @@ def _one(stage: str, parents: dict[str, str]) -> Callable[[Recipe], list[Node]]:
     return lambda r: [Node(stage, stage, getattr(r, stage), dict(parents))]
 
 
+def _data(cfg) -> dict[str, str]:
+    """Parents for the imported sources a section names in `datasets` (role and node `data:NAME`)."""
+    return {f"data:{d}": f"data:{d}" for d in getattr(cfg, "datasets", []) if d != WORLD}
+
+
+def _prompted(cfg) -> dict[str, str]:
+    """Where an RL or sampling section's prompts come from: the world (unless its `datasets` leave it
+    out; the mixture's instruction tasks need it too) and its imported sources."""
+    world = cfg.uses_world() or bool(getattr(cfg, "instruction_families", None))
+    return (dict(W) if world else {}) | _data(cfg)
+
+
+def _policy(stage: str, policy: str) -> Callable[[Recipe], list[Node]]:
+    """An RL or sampling stage of the MoE line: one node from `policy`, prompted as its section says."""
+    return lambda r: [Node(stage, stage, getattr(r, stage), {"policy": policy, **_prompted(getattr(r, stage))})]
+
+
+def _sft_parents(cfg, data: str) -> dict[str, str]:
+    return ({"data": data} if cfg.generated else {}) | _data(cfg)
+
+
+def _sft(stage: str, base: str, data: str) -> Callable[[Recipe], list[Node]]:
+    """An SFT stage of the MoE line: `base` fine-tuned on `data` (generated) and/or imported sources."""
+    return lambda r: [Node(stage, stage, getattr(r, stage), {"base": base, **_sft_parents(getattr(r, stage), data)})]
+
+
+def _data_import(r: Recipe) -> list[Node]:
+    """One node per source of `data:`. A training source's parents are the benchmarks (decontamination);
+    its key covers the files' sha256 (data/sources.py: fingerprint), read now, before anything runs."""
+    bench = r.benchmark_sources()
+    return [Node(f"data:{name}", "data_import", src,
+                 {} if name in bench else {f"benchmark:{b}": f"data:{b}" for b in bench},
+                 record={"name": name, "source": src.model_dump(mode="json"), "fingerprint": fingerprint(src)},
+                 label=f"data-{name}") for name, src in r.data.items()]
+
+
 def _r1_path_runs(r: Recipe) -> bool:
     """Stages 1-8 are needed by the report unless a teacher the user names replaces R1."""
     return not (r.distill.students and r.distill.teacher_from)
@@ -71,7 +108,7 @@ def _r1_path_runs(r: Recipe) -> bool:
 
 def _final_rl(r: Recipe) -> list[Node]:
     rm = {"reward_model": "reward_model"} if "helpfulness" in r.final_rl.rewards else {}
-    return [Node("final_rl", "final_rl", r.final_rl, {"policy": "sft_mix", **rm, **W})]
+    return [Node("final_rl", "final_rl", r.final_rl, {"policy": "sft_mix", **rm, **_prompted(r.final_rl)})]
 
 
 def _reward_model(r: Recipe) -> list[Node]:
@@ -97,13 +134,13 @@ def _distill_traces(r: Recipe) -> list[Node]:
     if not r.distill.students:
         return []
     teacher = "distill_teacher" if r.distill.teacher_from else "final_rl"
-    return [Node("distill_traces", "distill_traces", r.distill.traces, {"policy": teacher, **W})]
+    return [Node("distill_traces", "distill_traces", r.distill.traces, {"policy": teacher, **_prompted(r.distill.traces)})]
 
 
 def _distill(r: Recipe) -> list[Node]:
     sft_cfg = r.distill.sft.model_dump(mode="json")
     return [Node(f"distill:{s.name}", "distill", r.distill.sft,
-                 {"base": f"student_pretrain:{s.name}", "data": "distill_traces"},
+                 {"base": f"student_pretrain:{s.name}", **_sft_parents(r.distill.sft, "distill_traces")},
                  record={"student": s.name, "sft": sft_cfg}, label=f"distill-{s.name}") for s in r.distill.students]
 
 
@@ -111,7 +148,8 @@ def _student_rl(r: Recipe) -> list[Node]:
     if not r.distill.rl_baseline:
         return []
     rl_cfg = r.distill.rl.model_dump(mode="json")
-    return [Node(f"student_rl:{s.name}", "student_rl", r.distill.rl, {"policy": f"student_pretrain:{s.name}", **W},
+    return [Node(f"student_rl:{s.name}", "student_rl", r.distill.rl,
+                 {"policy": f"student_pretrain:{s.name}", **_prompted(r.distill.rl)},
                  record={"student": s.name, "rl": rl_cfg}, label=f"student_rl-{s.name}") for s in r.distill.students]
 
 
@@ -130,7 +168,8 @@ def checkpoints(r: Recipe) -> dict[str, str]:
 
 def _evaluate(r: Recipe) -> list[Node]:
     ev = r.evaluate.model_dump(mode="json")
-    return [Node(f"evaluate:{label}", "evaluate", r.evaluate, {"checkpoint": ckpt, **W},
+    parents = (dict(W) if r.evaluate.world else {}) | {f"data:{b}": f"data:{b}" for b in r.benchmark_sources()}
+    return [Node(f"evaluate:{label}", "evaluate", r.evaluate, {"checkpoint": ckpt, **parents},
                  record={"eval": ev, "label": label}, label=label) for label, ckpt in checkpoints(r).items()]
 
 
@@ -141,7 +180,7 @@ def _report(r: Recipe) -> list[Node]:
         curves |= {f"{s.name}_rl": f"student_rl:{s.name}" for s in r.distill.students}
     parents = {f"evaluate:{lb}": f"evaluate:{lb}" for lb in labels} | {f"curves:{lb}": k for lb, k in curves.items()}
     config = {"name": r.name, "checkpoints": labels, "curves": list(curves),
-              "students": [s.name for s in r.distill.students]}
+              "students": [s.name for s in r.distill.students], "benchmarks": r.benchmark_sources()}
     return [Node("report", "report", config, parents)]
 
 
@@ -149,28 +188,30 @@ def _report(r: Recipe) -> list[Node]:
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("world", "generate task world, pretraining corpus and held-out prompt sets", "world", "dataset",
           world.build_world, _one("world", {}), show=world.show_world),
+    Stage("data_import", "import one of your data sources (`data:`): load, map, check, decontaminate, data card",
+          "data", "dataset", data_import.build_import, _data_import, show=data_import.show_import),
     Stage("tokenizer", "train the BPE tokenizer with chat template and <think>/<answer> tokens", "tokenizer",
           "tokenizer", tokenizer.build_tokenizer, _one("tokenizer", W)),
     Stage("pretrain", "pretrain the DeepSeek-V3-style MoE base model (or import your own)", "pretrain",
           "checkpoint", pretrain.build_pretrain, _one("pretrain", TOK), estimate=planner.estimate_pretrain),
     Stage("r1_zero", "GRPO from the base with rule rewards (accuracy + format), vLLM rollouts", "r1_zero",
-          "checkpoint", rl.build_rl, _one("r1_zero", {"policy": "pretrain", **W}),
+          "checkpoint", rl.build_rl, _policy("r1_zero", "pretrain"),
           estimate=planner.estimate_rl("r1_zero")),
     Stage("cold_start", "sample long CoT from R1-Zero, keep correct and readable ones, rewrite, data card",
-          "cold_start", "dataset", sample.build_cold_start, _one("cold_start", {"policy": "r1_zero", **W}),
+          "cold_start", "dataset", sample.build_cold_start, _policy("cold_start", "r1_zero"),
           estimate=planner.estimate_sampling("cold_start")),
     Stage("sft_cold", "SFT of the base model on the cold-start data", "sft_cold", "checkpoint", sft.build_sft,
-          _one("sft_cold", {"base": "pretrain", "data": "cold_start"}),
+          _sft("sft_cold", "pretrain", "cold_start"),
           estimate=planner.estimate_sft("sft_cold", "cold_start")),
     Stage("reasoning_rl", "GRPO from sft_cold: accuracy + format + language consistency", "reasoning_rl",
-          "checkpoint", rl.build_rl, _one("reasoning_rl", {"policy": "sft_cold", **W}),
+          "checkpoint", rl.build_rl, _policy("reasoning_rl", "sft_cold"),
           estimate=planner.estimate_rl("reasoning_rl")),
     Stage("rejection_sampling", "sample reasoning_rl, keep correct and readable; add non-reasoning data: the SFT "
           "mixture", "rejection_sampling", "dataset", sample.build_rejection,
-          _one("rejection_sampling", {"policy": "reasoning_rl", **W}),
+          _policy("rejection_sampling", "reasoning_rl"),
           estimate=planner.estimate_sampling("rejection_sampling")),
     Stage("sft_mix", "SFT of the base model on the mixture", "sft_mix", "checkpoint", sft.build_sft,
-          _one("sft_mix", {"base": "pretrain", "data": "rejection_sampling"}),
+          _sft("sft_mix", "pretrain", "rejection_sampling"),
           estimate=planner.estimate_sft("sft_mix", "rejection_sampling")),
     Stage("reward_model", "helpfulness reward model (TRL RewardTrainer) on checkable preference pairs",
           "reward_model", "checkpoint", reward_model.build_reward_model, _reward_model,

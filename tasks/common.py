@@ -199,6 +199,17 @@ def _fmt(v):
     return v
 
 
+def imported(b: BuildContext, use: str = "prompts") -> dict[str, list[dict]]:
+    """Rows of every imported source among a node's parents (role `data:NAME`, tasks/data_import.py),
+    by source name."""
+    from r1flow.data.schemas import read_rows
+    from r1flow.data.sources import IMPORT_FILES
+
+    file, schema = IMPORT_FILES[use]
+    return {role.split(":", 1)[1]: read_rows(ref.file(file), schema)
+            for role, ref in b.parents.items() if role.startswith("data:")}
+
+
 class Progress:
     """A Prefect progress artifact (in the UI) that long stages update, plus a console line."""
 

@@ -1,5 +1,6 @@
 """Stage 10 `evaluate`: sample and score held-out problems on one checkpoint with vLLM. One node per
-checkpoint; parents by role: `checkpoint` and `world` (eval.parquet)."""
+checkpoint; parents by role: `checkpoint`, `world` (eval.parquet, unless `world: false`) and `data:NAME`
+for every benchmark of `evaluate.benchmarks`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models.eval import evaluate as ev
 from r1flow.models.rollout.fleet import make_engine
-from r1flow.tasks.common import BuildContext, Node, log, publish_table
+from r1flow.tasks.common import BuildContext, Node, imported, log, publish_table
 
 
 def summary_markdown(label: str, rows: list[dict]) -> str:
@@ -23,10 +24,10 @@ def summary_markdown(label: str, rows: list[dict]) -> str:
 def build_eval(b: BuildContext) -> None:
     cfg: ev.EvalConfig = b.node.config
     label, out = b.node.label, b.out
-    rows = read_rows(b.parents["world"].file("eval.parquet"), "prompts")
+    rows = read_rows(b.parents["world"].file("eval.parquet"), "prompts") if cfg.world else []
     engine = make_engine(b.parents["checkpoint"].path, cfg.engine)
     try:
-        samples, table = ev.evaluate(engine, engine.tokenizer, rows, cfg, label)
+        samples, table = ev.evaluate(engine, engine.tokenizer, rows, cfg, label, benchmarks=imported(b))
     finally:
         engine.close()
     write_rows(samples, out / "samples.parquet", "eval_samples")

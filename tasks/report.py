@@ -54,18 +54,20 @@ def build_report(b: BuildContext) -> None:
     loaded = {lb: load_evaluation(ref.path) for lb, ref in evals.items()}
     rl = {lb: _read(Path(ref.path) / "r1flow" / "metrics.parquet") for lb, ref in curves.items()}
     claims = report.check_claims(loaded, rl, students, seconds)
-    images = [out / "accuracy.png"]
-    report.plot_accuracy(loaded, images[0])
+    images = [out / "accuracy.png"] if report.plot_accuracy(loaded, out / "accuracy.png") else []
     if rl:
         images.append(out / "rl_curves.png")
-        report.plot_rl_curves(rl, images[1])
-    (out / "report.md").write_text(report.report_markdown(name, loaded, claims, images))
+        report.plot_rl_curves(rl, images[-1])
+    benchmarks = cfg.get("benchmarks", [])
+    (out / "report.md").write_text(report.report_markdown(name, loaded, claims, images, benchmarks))
     pq.write_table(pa.Table.from_pylist(report.comparison_rows(loaded)), out / "table.parquet")
     write_rows([s for e in loaded.values() for s in e["samples"]], out / "samples.parquet", "eval_samples")
     (out / "claims.json").write_text(json.dumps([c.as_row() for c in claims], indent=2))
     for c in claims:
         log(f"[report] claim {c.number} {c.verdict}: {c.evidence}")
-    summary |= {"checkpoints": len(loaded), **{f"claim{c.number}": c.verdict for c in claims}}
+    summary |= {"checkpoints": len(loaded), **{f"claim{c.number}": c.verdict for c in claims},
+                **{f"pass@1/{r['family']}/{lb}": r["pass@1"] for lb, e in loaded.items() for r in e["summary"]
+                   if r["family"] in benchmarks}}
 
 
 def show_report(store: ArtifactStore, node: Node, ref: ArtifactRef) -> None:

@@ -1,7 +1,8 @@
 """Every GRPO stage (models/train/grpo.py on TRL's GRPOTrainer): stage 2's `r1_zero`, stage 5's
 `reasoning_rl`, stage 8's `final_rl` (with the learned reward model) and stage 9's `student_rl` (the
 RL-only baseline). Parents by role: `policy` (the checkpoint to start from), `world` (the RL
-prompts) and, for final_rl, `reward_model` (its scorer is the `helpfulness` reward).
+prompts, unless the stage's `datasets` leave it out), `data:NAME` (imported prompts) and, for final_rl,
+`reward_model` (its scorer is the `helpfulness` reward).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from r1flow.data.schemas import read_rows
 from r1flow.models.train import grpo
-from r1flow.tasks.common import BuildContext, Progress, publish_markdown
+from r1flow.tasks.common import BuildContext, Progress, imported, publish_markdown
 
 
 def curves_markdown(stage: str, summary: dict, png: Path) -> str:
@@ -31,7 +32,8 @@ def build_rl(b: BuildContext) -> None:
         from r1flow.models.train import reward_model
 
         learned["helpfulness"] = reward_model.RewardModelScorer(b.parents["reward_model"].path)
-    rows = read_rows(b.parents["world"].file("rl.parquet"), "prompts")
+    rows = read_rows(b.parents["world"].file("rl.parquet"), "prompts") if "world" in b.parents else []
+    rows += [r for rows_ in imported(b).values() for r in rows_]  # the recipe's own prompts (cfg.datasets)
     progress = Progress(label, cfg.steps)
     b.summary |= grpo.run_grpo(cfg, Path(b.parents["policy"].path), rows, b.out, b.work,
                                on_step=lambda m: progress.update(m["step"]), stage=label, learned_rewards=learned)

@@ -19,21 +19,21 @@ import random
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from r1flow.data.filters import FilterConfig, card, dedupe, judge
 from r1flow.data.notation import parse_number, render_expr, render_number, words_to_expr
 from r1flow.data.schemas import read_rows
+from r1flow.data.sources import PromptSources
 from r1flow.data.templates import EOS, tagged_response
 from r1flow.data.verify import extract_answer, reasoning_text, verify
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 from r1flow.models.rollout.engine import EngineConfig, SamplingConfig
 
 
-class CollectConfig(BaseModel):
-    """Sampling and filtering of chain-of-thought samples from one checkpoint."""
-
-    model_config = ConfigDict(extra="forbid")
+class CollectConfig(PromptSources):
+    """Sampling and filtering of chain-of-thought samples from one checkpoint; prompts from the world's
+    RL split (`families`) and/or imported sources (`datasets`, data/sources.py)."""
 
     families: list[str] = Field(default_factory=lambda: list(REASONING_FAMILIES),
                                 description="Reasoning families whose RL-split prompts are sampled.")
@@ -48,7 +48,7 @@ class CollectConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "CollectConfig":
         bad = set(self.families) - set(REASONING_FAMILIES)
-        if bad or not self.families:
+        if bad or (not self.families and self.uses_world()):
             raise ValueError(f"families: unknown or empty {sorted(bad) or self.families}; known: {list(REASONING_FAMILIES)}")
         return self
 
@@ -114,16 +114,16 @@ def readable(completion: str, row: dict) -> str:
     return tagged_response(re.sub(r"\s+([.,])", r"\1", reasoning), restate_answer(answer, row))
 
 
-def sample(model_dir: str, batches: list[tuple[list[dict], SamplingConfig]], engine_cfg: EngineConfig
-           ) -> list[list[list]]:
+def sample(model_dir: str, batches: list[tuple[list[dict], SamplingConfig]], engine_cfg: EngineConfig,
+           template: str = "r1_zero") -> list[list[list]]:
     """For each (rows, sampling) batch, k completions per row from one engine on `model_dir`; every row
-    is asked as evaluation asks it (models/eval/evaluate.py: build_prompt)."""
+    is asked as evaluation asks it (models/eval/evaluate.py: build_prompt, under `template`)."""
     from r1flow.models.eval.evaluate import build_prompt
     from r1flow.models.rollout.fleet import make_engine
 
     engine = make_engine(model_dir, engine_cfg)
     try:
-        return [engine.generate([build_prompt(r, engine.tokenizer) for r in rows], sampling) if rows else []
+        return [engine.generate([build_prompt(r, engine.tokenizer, template) for r in rows], sampling) if rows else []
                 for rows, sampling in batches]
     finally:
         engine.close()

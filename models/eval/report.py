@@ -23,7 +23,7 @@ from r1flow.models.eval.evaluate import REASONING_ALL  # noqa: E402
 def per_problem(samples: list[dict], family: str) -> dict[str, list[bool]]:
     out: dict[str, list[bool]] = {}
     for r in samples:
-        if r["family"] == family or (family == REASONING_ALL and r["kind"] == "reasoning"):
+        if r["family"] == family or (family == REASONING_ALL and r["kind"] == "reasoning" and not r.get("benchmark")):
             out.setdefault(r["problem_id"], []).append(bool(r["correct"]))
     return out
 
@@ -42,14 +42,16 @@ def _f(x, spec: str = ".3f") -> str:
 
 
 # ---- the table over every checkpoint ------------------------------------------------------------
-def comparison_rows(evals: dict[str, dict]) -> list[dict]:
+def comparison_rows(evals: dict[str, dict], families: list[str] | None = None) -> list[dict]:
     """One row per (family, checkpoint): pass@1 with its interval, cons@k, length, format, EOS,
     language consistency and, for every checkpoint after the first (the base), the paired pass@1
-    difference to the first with its 95% interval."""
+    difference to the first with its 95% interval. `families`: these only (default: every family and
+    benchmark, in the first checkpoint's order)."""
     labels = list(evals)
     first = labels[0]
-    families = [r["family"] for r in evals[first]["summary"]]
-    families += sorted({r["family"] for e in evals.values() for r in e["summary"]} - set(families))
+    if families is None:
+        families = [r["family"] for r in evals[first]["summary"]]
+        families += sorted({r["family"] for e in evals.values() for r in e["summary"]} - set(families))
     rows = []
     for fam in families:
         for lb in labels:
@@ -67,14 +69,24 @@ def comparison_rows(evals: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def comparison_markdown(evals: dict[str, dict]) -> str:
+def _world_families(evals: dict[str, dict], benchmarks: list[str]) -> list[str]:
+    return [f for f in dict.fromkeys(r["family"] for e in evals.values() for r in e["summary"]) if f not in benchmarks]
+
+
+def comparison_markdown(evals: dict[str, dict], benchmarks: list[str] | None = None) -> str:
     """pass@1 [95% CI], cons@k, format rate, mean length, EOS rate and language consistency of every
-    checkpoint, per family, and each later checkpoint's paired pass@1 difference to the first."""
+    checkpoint, per family of the generated world, and each later checkpoint's paired pass@1 difference
+    to the first; then one table per imported benchmark."""
+    benchmarks = benchmarks or []
     first = list(evals)[0]
+    families = _world_families(evals, benchmarks)
+    bench_md = "".join(benchmark_markdown(evals, b) for b in benchmarks)
+    if not families:
+        return bench_md
     head = "| family | checkpoint | pass@1 [95% CI] | vs " + first + " [95% CI] | cons@k | format | mean len | EOS " \
            "| lang. consistency |\n|---|---|---|---|---|---|---|---|---|\n"
     body = ""
-    for r in comparison_rows(evals):
+    for r in comparison_rows(evals, families):
         delta = "-" if r["delta"] is None else (
             f"{r['delta']:+.3f} [{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]"
             + (" **up**" if r["delta_low"] > 0 else " **down**" if r["delta_high"] < 0 else ""))
@@ -83,7 +95,30 @@ def comparison_markdown(evals: dict[str, dict]) -> str:
                  f"{_f(r['eos_rate'])} | {_f(r['lang_consistency'])} |\n")
     return (f"## Held-out evaluation, all checkpoints\n\n{head}{body}\n"
             f"'vs {first}': paired difference in pass@1 over the same problems; **up**/**down** when its 95% "
-            "bootstrap interval excludes 0.\n" + vs_r1_zero_markdown(evals))
+            "bootstrap interval excludes 0.\n" + vs_r1_zero_markdown(evals) + bench_md)
+
+
+def _delta(d: float, lo: float, hi: float) -> str:
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (" **up**" if lo > 0 else " **down**" if hi < 0 else "")
+
+
+def benchmark_markdown(evals: dict[str, dict], name: str) -> str:
+    """One imported benchmark: every checkpoint's pass@1 [95% CI], cons@k and mean length, and its paired
+    pass@1 difference to the first checkpoint and to the one before it (same problems, same k)."""
+    labels = [lb for lb in evals if _row(evals, lb, name)]
+    if not labels:
+        return f"\n## Benchmark: {name}\n\nNo checkpoint was evaluated on it.\n"
+    first, rows = labels[0], ""
+    for i, lb in enumerate(labels):
+        r = _row(evals, lb, name)
+        vs_first = _delta(*paired(evals, lb, first, name)) if i else "-"
+        vs_prev = _delta(*paired(evals, lb, labels[i - 1], name)) if i else "-"
+        rows += (f"| {lb} | {r['pass@1']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {vs_first} | {vs_prev} | "
+                 f"{r['cons@k']:.3f} | {r['mean_length']:.1f} | {_f(r.get('eos_rate'))} |\n")
+    r0 = _row(evals, first, name)
+    return (f"\n## Benchmark: {name} ({r0['problems']} problems, k={r0['k']})\n\n"
+            f"| checkpoint | pass@1 [95% CI] | vs {first} [95% CI] | vs previous [95% CI] | cons@k | mean len | EOS |\n"
+            f"|---|---|---|---|---|---|---|\n{rows}")
 
 
 def vs_r1_zero_markdown(evals: dict[str, dict]) -> str:
@@ -207,9 +242,12 @@ def claims_markdown(claims: list[Claim]) -> str:
 
 
 # ---- plots --------------------------------------------------------------------------------------
-def plot_accuracy(evals: dict[str, dict], path: Path) -> None:
-    """Pass@1 on all reasoning problems per checkpoint with its 95% interval, and cons@k."""
+def plot_accuracy(evals: dict[str, dict], path: Path) -> bool:
+    """Pass@1 on all reasoning problems of the world per checkpoint with its 95% interval, and cons@k;
+    False (nothing drawn) when the world was not evaluated."""
     labels = [lb for lb in evals if _row(evals, lb)]
+    if not labels:
+        return False
     rows = [_row(evals, lb) for lb in labels]
     x = np.arange(len(labels))
     p = np.array([r["pass@1"] for r in rows])
@@ -226,6 +264,7 @@ def plot_accuracy(evals: dict[str, dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def _smooth(v: np.ndarray, w: int) -> np.ndarray:
@@ -257,9 +296,11 @@ def plot_rl_curves(curves: dict[str, list[dict]], path: Path, window: int = 10) 
     plt.close(fig)
 
 
-def report_markdown(name: str, evals: dict[str, dict], claims: list[Claim], images: list[Path]) -> str:
+def report_markdown(name: str, evals: dict[str, dict], claims: list[Claim], images: list[Path],
+                    benchmarks: list[str] | None = None) -> str:
     """The whole report; it links the PNGs by file name (report.md lies next to them)."""
     pics = "\n\n".join(f"![{p.stem}]({p.name})" for p in images)
-    return (f"# r1flow report: {name}\n\n{claims_markdown(claims)}\n{pics}\n\n{comparison_markdown(evals)}\n"
+    return (f"# r1flow report: {name}\n\n{claims_markdown(claims)}\n{pics}\n\n"
+            f"{comparison_markdown(evals, benchmarks)}\n"
             "Sampling as the R1 paper's evaluation unless the recipe says otherwise; pass@1 is the mean over "
             "k samples per problem, cons@k the majority answer's accuracy. Per-sample rows: `samples.parquet`.\n")

@@ -25,11 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from r1flow.data.notation import dominant_notation
 from r1flow.data.rewards import LEARNED_REWARDS, REWARDS, RewardFn, RewardTimer, with_timeout
-from r1flow.data.templates import prompt_messages
+from r1flow.data.sources import PromptSources
+from r1flow.data.templates import render_prompt
 from r1flow.data.verify import reasoning_text
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 from r1flow.models.rollout.engine import EngineConfig, SamplingConfig, check_checkpoint
@@ -37,10 +38,9 @@ from r1flow.models.rollout.fleet import make_engine
 from r1flow.models.train.checkpoint import save_trained
 
 
-class GRPOStageConfig(BaseModel):
-    """An RL stage: GRPO hyper-parameters (names as in TRL's GRPOConfig), rewards, rollouts."""
-
-    model_config = ConfigDict(extra="forbid")
+class GRPOStageConfig(PromptSources):
+    """An RL stage: GRPO hyper-parameters (names as in TRL's GRPOConfig), rewards, rollouts, and where
+    its prompts come from (`datasets`, `template`: data/sources.py)."""
 
     steps: int = Field(60, ge=1, description="Optimizer steps (one generation batch each).")
     prompts_per_step: int = Field(8, ge=1, description="Distinct prompts per step.")
@@ -80,7 +80,7 @@ class GRPOStageConfig(BaseModel):
         if not self.rewards:
             raise ValueError("rewards: at least one reward is needed")
         bad = set(self.families) - set(REASONING_FAMILIES + INSTRUCTION_FAMILIES)
-        if bad or not self.families:
+        if bad or (not self.families and self.uses_world()):
             raise ValueError(f"families: unknown or empty {sorted(bad) or self.families}; "
                              f"known: {list(REASONING_FAMILIES + INSTRUCTION_FAMILIES)}")
         if self.max_completion_length >= self.engine.max_model_len:
@@ -108,12 +108,11 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, gpu: bool):
 def build_prompt_dataset(rows: list[dict], tokenizer, cfg: GRPOStageConfig):
     import datasets
 
-    keep = [r for r in rows if r["family"] in cfg.families]
+    keep = [r for r in rows if r["family"] in cfg.families or r["split"] == "import"]  # imported: chosen upstream
     if not keep:
         raise ValueError(f"no RL prompts for families {cfg.families}")
     return datasets.Dataset.from_list([{
-        "prompt": tokenizer.apply_chat_template(prompt_messages(r["question"], r["kind"]), add_generation_prompt=True,
-                                                tokenize=False),
+        "prompt": render_prompt(r["question"], r["kind"], tokenizer, cfg.template),
         "id": r["id"], "family": r["family"], "answer": r["answer"], "meta": r["meta"], "kind": r["kind"],
         "notation": r["notation"], "question": r["question"]} for r in keep])
 

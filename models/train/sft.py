@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from r1flow.data.templates import prompt_messages
 from r1flow.models.train.checkpoint import save_trained
@@ -40,20 +40,56 @@ class SFTStageConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(100, ge=1, description="Save a resumable trainer checkpoint every N steps.")
     seed: int = Field(0)
+    datasets: list[str] = Field(default_factory=list, description=(
+        "Imported SFT sources (names in the recipe's `data:`, use: sft), added to the stage's generated data."))
+    generated: bool = Field(True, description="Train on the stage's generated data (cold start, mixture, traces); "
+                                              "false: on the imported `datasets` alone.")
+    user_share: float | None = Field(None, gt=0, lt=1, description=(
+        "Share of imported samples in the mix, reached by drawing (seeded) from the larger side; "
+        "None: every sample of both."))
+
+    @model_validator(mode="after")
+    def _check(self) -> "SFTStageConfig":
+        if not self.generated and not self.datasets:
+            raise ValueError("generated: false needs imported `datasets` to train on")
+        if self.user_share is not None and not (self.generated and self.datasets):
+            raise ValueError("user_share mixes imported `datasets` with generated data: it needs both")
+        return self
 
 
 def sft_dataset(samples: list[dict]):
     """`samples`: rows with `question`, `response` and `kind` ("reasoning" gets the R1-Zero system
-    prompt, anything else is asked directly). Returns a TRL prompt-completion dataset."""
+    prompt, anything else is asked directly), or imported rows with `messages` (the conversation as
+    written: every turn before the last assistant turn is the prompt). Returns a TRL prompt-completion
+    dataset."""
     import datasets
 
     if not samples:
         raise ValueError("SFT needs at least one sample")
     rows = []
     for s in samples:
+        if s.get("messages"):
+            messages = json.loads(s["messages"])
+            rows.append({"prompt": messages[:-1], "completion": messages[-1:]})
+            continue
         rows.append({"prompt": prompt_messages(s["question"], s.get("kind", "reasoning")),
                      "completion": [{"role": "assistant", "content": s["response"]}]})
     return datasets.Dataset.from_list(rows)
+
+
+def mix(generated: list[dict], imported: list[dict], share: float | None, seed: int = 0) -> list[dict]:
+    """Generated and imported samples; with `share`, the larger side is drawn down (seeded) so that
+    imported samples make up `share` of the result."""
+    import random
+
+    if share is None or not generated or not imported:
+        return generated + imported
+    rng = random.Random(seed)
+    if len(imported) / (len(imported) + len(generated)) > share:
+        imported = rng.sample(imported, max(1, round(len(generated) * share / (1 - share))))
+    else:
+        generated = rng.sample(generated, max(1, round(len(imported) * (1 - share) / share)))
+    return generated + imported
 
 
 def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: Path, work: Path,
