@@ -12,8 +12,14 @@ import json
 from r1flow.data.store import ArtifactStore, Manifest
 
 
+def _stage(m: Manifest) -> str:
+    """The stage, and for an import of your own data the source's name (its summary's `data_source`)."""
+    src = m.summary.get("data_source")
+    return f"{m.stage} {src}" if isinstance(src, str) else m.stage
+
+
 def _label(m: Manifest) -> str:
-    return f"{m.stage}<br/>{m.kind} {m.id[:12]}"
+    return f"{_stage(m)}<br/>{m.kind} {m.id[:12]}"
 
 
 def mermaid(manifests: list[Manifest]) -> str:
@@ -59,7 +65,7 @@ def graph_png(manifests: list[Manifest]) -> bytes:
                             arrowprops={"arrowstyle": "-|>", "color": "#777", "shrinkA": 52, "shrinkB": 52,
                                         "connectionstyle": f"arc3,rad={-0.12 * (span - 1)}"})
     for m in manifests:
-        ax.text(*pos[m.id], f"{m.stage}\n{m.kind} {m.id[:12]}", ha="center", va="center", fontsize=8,
+        ax.text(*pos[m.id], f"{_stage(m)}\n{m.kind} {m.id[:12]}", ha="center", va="center", fontsize=8,
                 zorder=2, bbox={"boxstyle": "round", "fc": "#e8f0fe", "ec": "#4a6fa5"})
     arc = max((pos[m.id][0] - pos[p][0] for m in manifests for p in m.parents if p in pos), default=1)
     ax.set(xlim=(-0.6, len(cols) - 0.4), ylim=(-height + 0.4, 0.5 + 0.18 * arc))
@@ -73,7 +79,7 @@ def graph_png(manifests: list[Manifest]) -> bytes:
 def mermaid_markdown(manifests: list[Manifest], title: str) -> str:
     import base64
 
-    rows = "\n".join(f"| {m.stage} | {m.kind} | `{m.id[:12]}` | {', '.join(f'`{p[:12]}`' for p in m.parents) or '-'} |"
+    rows = "\n".join(f"| {_stage(m)} | {m.kind} | `{m.id[:12]}` | {', '.join(f'`{p[:12]}`' for p in m.parents) or '-'} |"
                      for m in manifests)
     png = base64.b64encode(graph_png(manifests)).decode()
     return (f"# {title}\n\n![lineage graph](data:image/png;base64,{png})\n\n"
@@ -93,7 +99,7 @@ def tree(store: ArtifactStore, art_id: str) -> str:
     def visit(i: str, prefix: str, last: bool, root: bool) -> None:
         m = store.manifest(i)
         branch = "" if root else ("└── " if last else "├── ")
-        out.append(f"{prefix}{branch}{m.stage} {m.kind} {m.id[:12]}  ({m.created:%Y-%m-%d %H:%M})")
+        out.append(f"{prefix}{branch}{_stage(m)} {m.kind} {m.id[:12]}  ({m.created:%Y-%m-%d %H:%M})")
         child_prefix = prefix if root else prefix + ("    " if last else "│   ")
         for j, p in enumerate(m.parents):
             visit(p, child_prefix, j == len(m.parents) - 1, False)
@@ -108,7 +114,7 @@ def card_markdown(m: Manifest, uri: str, parents: list[tuple[Manifest, str]]) ->
     out = [f"# {m.stage}: {m.kind} `{m.id[:12]}`", "",
            f"Made {m.created:%Y-%m-%d %H:%M UTC}, code `{m.code_version[:12]}`, config `{m.config_hash[:12]}`, "
            f"cache key `{m.cache_key[:12]}`. Location: [{uri}]({uri})", "", "## In", ""]
-    out += ([f"- {p.stage} {p.kind} [`{p.id[:12]}`]({u})" for p, u in parents] or ["- (no parent artifacts)"])
+    out += ([f"- {_stage(p)} {p.kind} [`{p.id[:12]}`]({u})" for p, u in parents] or ["- (no parent artifacts)"])
     out += ["", "## Out", "", "| file | bytes | rows |", "|---|---|---|"]
     for f in m.files:
         rows = m.tables[f.path].rows if f.path in m.tables else ""

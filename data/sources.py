@@ -123,6 +123,8 @@ class DataSource(BaseModel):
     columns: Columns = Field(default_factory=Columns, description="Column mapping.")
     verifier: str = Field("math", description="How answers are checked: math, multiple_choice, exact, countdown, "
                                               "or your own `module:function` (data/verifiers.py).")
+    rows: tuple[int, int] | None = Field(None, description="Rows [start, stop) of the source in file order, before "
+                                                           "`where` (TinyZero: train = rows 0-8001 of Countdown).")
     where: dict[str, list] = Field(default_factory=dict, description="Keep rows whose column value is in the list, "
                                                                      "e.g. {level: ['Level 3', 'Level 4', 'Level 5']}.")
     sample: int | None = Field(None, ge=1, description="Keep this many rows, drawn at random (seeded).")
@@ -132,7 +134,9 @@ class DataSource(BaseModel):
     decontaminate: Literal["report", "drop"] = Field(
         "report", description="Rows sharing an n-gram with a benchmark of evaluate.benchmarks: counted in the "
                               "data card (report) or also removed (drop).")
-    ngram: int = Field(8, ge=1, description="n of the overlap check (open-r1's decontaminate.py: 8).")
+    ngram: int = Field(8, ge=1, description="n of the overlap check (open-r1's decontaminate.py: 8). A question "
+                                            "shorter than n words is compared whole: a large n makes the check an "
+                                            "exact-duplicate test, for templated questions (Countdown).")
 
     @model_validator(mode="after")
     def _check(self) -> "DataSource":
@@ -360,6 +364,11 @@ def load(name: str, src: DataSource, planned: dict | None = None) -> tuple[list[
         _column(name, src, table, field, column)
     for column in src.where:
         _column(name, src, table, "where", column)
+    if src.rows is not None:
+        start, stop = src.rows
+        if not 0 <= start < stop <= table.num_rows:
+            raise DataError(f"data.{name}: rows {list(src.rows)} outside the {table.num_rows} rows of {where}")
+        table = table.select(range(start, stop))
     rows = table.to_list()
     n_loaded = len(rows)
     if src.where:
@@ -380,7 +389,7 @@ def load(name: str, src: DataSource, planned: dict | None = None) -> tuple[list[
     if dups:  # no id column: the id is the question's hash, and a repeated question is kept once
         firsts = {r[key]: r for r in reversed(out)}
         repeated, out = len(out) - len(firsts), [r for r in out if firsts.get(r[key]) is r]
-    card = {"source": name, "from": where, "use": src.use, "rows_loaded": n_loaded, "rows": len(out),
+    card = {"data_source": name, "from": where, "use": src.use, "rows_loaded": n_loaded, "rows": len(out),
             "removed_by_where": n_loaded - n_where, "repeated_questions_dropped": repeated}
     if src.use == "prompts":
         bad = [r for r in out if not _gold_ok(r)]

@@ -62,6 +62,11 @@ class PlanConfig(BaseModel):
         12, ge=0, description="Bytes per parameter of optimizer state: fp32 master + two AdamW moments = 12 "
                               "(DeepSeek-V3 keeps the moments in bf16: 8).")
     kv_bytes: int = Field(2, ge=1, description="Bytes per cached key/value element (bf16: 2, fp8: 1).")
+    vocab_size: int | None = Field(
+        None, ge=1, description="Vocabulary of an imported base (pretrain.import_from) for the plan; default: "
+                                "tokenizer.vocab_size. Give the base's shape in pretrain.model likewise.")
+    benchmark_problems: int = Field(
+        500, ge=1, description="Problems assumed per imported benchmark without max_problems (MATH-500: 500).")
     shard_training_state: bool = Field(
         True, description="FSDP/ZeRO-3: weights, gradients and optimizer state are split over all gpus.")
 
@@ -293,17 +298,23 @@ def estimate_evaluate(recipe, c: PlanContext) -> StageEstimate:
     from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 
     ev = recipe.evaluate
-    fams = ev.families or REASONING_FAMILIES + INSTRUCTION_FAMILIES
-    return generation_estimate(c.model, c.vocab, c.evaluated_checkpoints * len(fams) * ev.max_per_family * ev.sampling.n,
-                               ev.sampling.max_tokens, c.plan, c.peak, "evaluate")
+    fams = (ev.families or REASONING_FAMILIES + INSTRUCTION_FAMILIES) if ev.world else []
+    samples = len(fams) * ev.max_per_family * ev.sampling.n
+    tokens = samples * ev.sampling.max_tokens
+    for b in ev.benchmarks:  # an imported benchmark's size is unknown before import: max_problems or the plan's
+        sampling = b.sampling or ev.sampling
+        n = (b.max_problems or c.plan.benchmark_problems) * sampling.n
+        samples, tokens = samples + n, tokens + n * sampling.max_tokens
+    return generation_estimate(c.model, c.vocab, c.evaluated_checkpoints * samples, round(tokens / max(samples, 1)),
+                               c.plan, c.peak, "evaluate")
 
 
 def plan_recipe(recipe, estimators: list[Estimator], evaluated_checkpoints: int, peak: float | None = None) -> dict:
     """The rows of `estimators` (r1flow/stages.py: `plan` passes those of the stages a run needs, in DAG
     order) for `recipe` (an r1flow.recipe.Recipe), with the MoE line's parameter counts."""
     plan: PlanConfig = recipe.plan
-    ctx = PlanContext(plan, peak or plan.peak_flops(), recipe.pretrain.model, recipe.tokenizer.vocab_size,
-                      evaluated_checkpoints)
+    ctx = PlanContext(plan, peak or plan.peak_flops(), recipe.pretrain.model,
+                      plan.vocab_size or recipe.tokenizer.vocab_size, evaluated_checkpoints)
     pc = ctx.model.param_counts(ctx.vocab)
     rows = [row for est in estimators if (row := est(recipe, ctx)) is not None]
     return {"params_total": pc["total"], "params_active": pc["active"], "peak_flops": ctx.peak, "stages": rows}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -94,6 +95,9 @@ class Recipe(BaseModel):
         description="Stage 9: dense students pretrained on the corpus, fine-tuned on R1's traces (no RL), and the "
                     "same students trained with RL only as the baseline. No students: stage 9 is skipped.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation and the report.")
+    stop_after: Literal["pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "final_rl"] | None = Field(
+        None, description="Last checkpoint of the MoE line (stages 1-8) this recipe trains; the report evaluates "
+                          "the line up to it (r1_zero: an R1-Zero-only run). Default: the whole line.")
     plan: PlanConfig = Field(default_factory=PlanConfig,
                              description="Hardware and cost assumptions of `r1flow plan`; changes no artifact.")
     schedule: ScheduleConfig | None = Field(
@@ -112,6 +116,13 @@ class Recipe(BaseModel):
 
     def benchmark_sources(self) -> list[str]:
         return [b.data for b in self.evaluate.benchmarks]
+
+    @model_validator(mode="after")
+    def _check_stop(self) -> "Recipe":
+        if self.stop_after not in (None, "final_rl") and self.distill.students and not self.distill.teacher_from:
+            raise ValueError(f"stop_after={self.stop_after} ends the MoE line before final_rl, whose R1 writes the "
+                             "distillation traces: drop distill.students, set distill.teacher_from, or stop later")
+        return self
 
     @model_validator(mode="after")
     def _check_data(self) -> "Recipe":

@@ -98,7 +98,8 @@ def _data_import(r: Recipe) -> list[Node]:
     return [Node(f"data:{name}", "data_import", src,
                  {} if name in bench else {f"benchmark:{b}": f"data:{b}" for b in bench},
                  record={"name": name, "source": src.model_dump(mode="json"), "fingerprint": fingerprint(src)},
-                 label=f"data-{name}") for name, src in r.data.items()]
+                 label=f"data-{name}")  # benchmarks first: the training sources are checked against them
+            for name, src in sorted(r.data.items(), key=lambda kv: kv[0] not in bench)]
 
 
 def _r1_path_runs(r: Recipe) -> bool:
@@ -153,10 +154,19 @@ def _student_rl(r: Recipe) -> list[Node]:
                  record={"student": s.name, "rl": rl_cfg}, label=f"student_rl-{s.name}") for s in r.distill.students]
 
 
+def _line(r: Recipe) -> list[str]:
+    """The MoE line's checkpoint stages this recipe trains: up to `stop_after`, none with teacher_from."""
+    if not _r1_path_runs(r):
+        return []
+    stages = list(R1_PATH)
+    return stages[:stages.index(r.stop_after) + 1] if r.stop_after else stages
+
+
 def checkpoints(r: Recipe) -> dict[str, str]:
-    """Evaluation label -> checkpoint node, in run order: the MoE line (unless teacher_from replaces
-    it), the user's teacher, then per student its pretrained, distilled and RL-only checkpoints."""
-    out = {label: st for st, label in R1_PATH.items()} if _r1_path_runs(r) else {}
+    """Evaluation label -> checkpoint node, in run order: the MoE line (up to `stop_after`; none when
+    teacher_from replaces it), the user's teacher, then per student its pretrained, distilled and RL-only
+    checkpoints."""
+    out = {R1_PATH[st]: st for st in _line(r)}
     if _distill_teacher(r):
         out["teacher"] = "distill_teacher"
     for s in r.distill.students:
@@ -175,7 +185,7 @@ def _evaluate(r: Recipe) -> list[Node]:
 
 def _report(r: Recipe) -> list[Node]:
     labels = list(checkpoints(r))
-    curves = {st: st for st in RL_CURVES if _r1_path_runs(r)}
+    curves = {st: st for st in RL_CURVES if st in _line(r)}
     if r.distill.rl_baseline:
         curves |= {f"{s.name}_rl": f"student_rl:{s.name}" for s in r.distill.students}
     parents = {f"evaluate:{lb}": f"evaluate:{lb}" for lb in labels} | {f"curves:{lb}": k for lb, k in curves.items()}

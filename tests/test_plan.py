@@ -87,6 +87,24 @@ def test_memory_warning_when_the_state_does_not_fit():
     assert "needs more GPUs" not in plan.format_plan("x", stages.plan(recipe), recipe.plan)
 
 
+@pytest.mark.parametrize("name,params,stages_run", [
+    # Qwen's model cards: Qwen2.5-Math-1.5B 1.54B parameters, Qwen2.5-3B 3.09B
+    ("r1_zero_qwen_math", 1.54e9, ["r1_zero", "evaluate"]),
+    ("r1_zero_countdown", 3.09e9, ["r1_zero", "evaluate"]),
+])
+def test_gpu_byod_recipes_plan_and_fit(name, params, stages_run):
+    """The bring-your-own-data GPU recipes validate, plan only R1-Zero and its evaluation (stop_after:
+    r1_zero; the imported base and data cost nothing to plan), size the imported model as published,
+    and fit the GPUs they name."""
+    recipe = load_recipe(f"configs/{name}.yaml")
+    p = stages.plan(recipe)
+    assert [row.stage for row in p["stages"]] == stages_run
+    assert p["params_total"] == pytest.approx(params, rel=0.01)
+    assert "needs more GPUs" not in plan.format_plan(name, p, recipe.plan)
+    nodes = {s.node.key for s in stages.select(recipe) if s.mode}
+    assert {"data:" + b.data for b in recipe.evaluate.benchmarks} <= nodes and "cold_start" not in nodes
+
+
 def test_plan_config_errors_name_the_field(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("plan: {gpu: cpu, gpus: 4}\n")

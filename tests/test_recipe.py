@@ -14,7 +14,7 @@ from r1flow.recipe import RecipeError, load_recipe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["tiny", "smoke", "deepseek_r1"])
+@pytest.mark.parametrize("name", ["tiny", "smoke", "deepseek_r1", "byod_smoke"])
 def test_shipped_recipes_validate(name):
     r = load_recipe(ROOT / "configs" / f"{name}.yaml")
     assert r.name == name

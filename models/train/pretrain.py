@@ -66,7 +66,8 @@ class PretrainConfig(BaseModel):
                     "models/arch/dense.py), which skips the MoE balancing.")
     import_from: str | None = Field(
         None, description="Skip training and import this Hugging Face causal LM (hub id or local path) "
-                          "as the base model: enter the DAG with your own base.")
+                          "as the base model: enter the DAG with your own base. `model` then only sizes "
+                          "`r1flow plan`: give the imported model's shape there.")
     steps: int = Field(600, ge=1, description="Optimizer steps.")
     seq_len: int = Field(256, ge=16, description="Packed sequence length (tokens per row).")
     batch_size: int = Field(16, ge=1, description="Rows per step per process.")
