@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
 from r1flow.data import verifiers
 
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -139,7 +138,7 @@ class DataSource(BaseModel):
                                             "exact-duplicate test, for templated questions (Countdown).")
 
     @model_validator(mode="after")
-    def _check(self) -> "DataSource":
+    def _check(self) -> DataSource:
         if (self.path is None) == (self.hub is None):
             raise ValueError("give exactly one of `path` (a file, folder, glob or URL) and `hub` (a dataset id)")
         c = self.columns
@@ -256,7 +255,7 @@ def load_table(name: str, src: DataSource):
         return datasets.load_dataset(fmt, data_files=files, split="train")
     except DataError:
         raise
-    except Exception as e:  # noqa: BLE001 - every loader failure becomes one error naming the source
+    except Exception as e:
         what = f"hub dataset {src.hub!r} (config {src.config!r}, split {src.split!r}, revision {src.revision!r})" \
             if src.hub else src.path
         raise DataError(f"data.{name}: cannot load {what}: {type(e).__name__}: {e}") from e

@@ -38,9 +38,9 @@ from r1flow.data.templates import ANSWER_CLOSE, ANSWER_OPEN, EOS, THINK_CLOSE, T
 BUILTIN_KINDS = ("math", "multiple_choice", "exact", "countdown")
 LETTERS = "ABCDEFGHIJ"
 
-_TAGGED = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.S)
-_ANSWER_LINE = re.compile(r"Answer:[ \t]*([^\n<]*)", re.I)
-_ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]*?)\$?\s*(?:\.\s*)?$", re.I | re.M)
+_TAGGED = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
+_ANSWER_LINE = re.compile(r"Answer:[ \t]*([^\n<]*)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]*?)\$?\s*(?:\.\s*)?$", re.IGNORECASE | re.MULTILINE)
 _GSM8K = re.compile(r"####[ \t]*([^\n]*)")
 
 
@@ -128,7 +128,7 @@ def _letter(answer: str, meta: dict) -> str | None:
     options = meta.get("options") or []
     letters = LETTERS[:len(options)] if options else LETTERS[:4]
     s = answer.strip().strip("$*").strip()
-    m = re.fullmatch(rf"\(?([{letters}])\)?(?:[.):]\s*.*)?", s, re.S)
+    m = re.fullmatch(rf"\(?([{letters}])\)?(?:[.):]\s*.*)?", s, re.DOTALL)
     if m:
         return m.group(1)
     norm = " ".join(s.lower().split()).rstrip(".")
@@ -234,7 +234,7 @@ BUILTIN: dict[str, Verifier] = {
 }
 
 
-def load_user_function(spec: str) -> Callable[[str, dict], "bool | None"]:
+def load_user_function(spec: str) -> Callable[[str, dict], bool | None]:
     """`module:function`, imported; the error names what could not be found."""
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
@@ -245,7 +245,7 @@ def load_user_function(spec: str) -> Callable[[str, dict], "bool | None"]:
         raise ValueError(f"verifier {spec!r}: cannot import module {module!r} ({e})") from e
     fn = getattr(mod, name, None)
     if not callable(fn):
-        raise ValueError(f"verifier {spec!r}: module {module!r} has no function {name!r}")
+        raise ValueError(f"verifier {spec!r}: module {module!r} has no function {name!r}")  # noqa: TRY004 - pydantic reports a ValueError as the field's error
     return fn
 
 

@@ -16,6 +16,7 @@ from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.tasks.common import BuildContext, Node, log, publish_markdown
 
+
 def card_markdown(name: str, src: sources.DataSource, card: dict, examples: list[dict]) -> str:
     rows = "".join(f"| {k} | {v} |\n" for k, v in card.items() if not isinstance(v, (dict, list)))
     dec = card.get("contamination") or {}

@@ -1,4 +1,4 @@
-"""Stage 0b `tokenizer`: BPE tokenizer trained on the world's corpus (or an existing one adapted)."""
+"""Stage 0c `tokenizer`: BPE tokenizer trained on the world's corpus (or an existing one adapted)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ import pytest
 @pytest.fixture(scope="module")
 def byod_run(smoke_run):
     from r1flow.flows.pipeline import pipeline
+
     from r1flow.recipe import load_recipe
 
     _, store, smoke_paths = smoke_run
@@ -33,7 +34,7 @@ def _manifest(path: str) -> dict:
 def test_user_data_trains_and_evaluates_end_to_end(byod_run):
     from r1flow.data.store import ArtifactStore
 
-    recipe, store, paths, smoke_paths = byod_run
+    _, store, paths, smoke_paths = byod_run
     assert paths["pretrain"] == smoke_paths["pretrain"]  # the base was reused, not retrained
     imports = {k: _manifest(paths[k]) for k in ("data:gsm8k", "data:openr1", "data:math500", "data:gpqa")}
     assert imports["data:gsm8k"]["summary"]["rows"] == 16 and imports["data:gsm8k"]["stage"] == "data_import"
@@ -79,6 +80,7 @@ def test_data_import_cards_are_prefect_artifacts(byod_run):
 def test_rerun_reuses_everything_and_a_changed_file_recomputes_what_it_feeds(byod_run, tmp_path):
     import public_schemas as ps
     from r1flow.data.store import ArtifactStore
+
     from r1flow.recipe import load_recipe
     from r1flow.stages import dry_run, select
 

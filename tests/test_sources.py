@@ -8,15 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import public_schemas as ps
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
-import public_schemas as ps
 from r1flow.data import decontaminate, sources
 from r1flow.data.sources import DataError, DataSource
 from r1flow.data.verify import extract_answer, verify
+
 from r1flow.recipe import RecipeError, load_recipe
 
 
@@ -205,3 +205,63 @@ def test_decontamination_finds_shared_ngrams():
     assert decontaminate.overlaps(train, {"short": [{"question": "the capital of France"}]}, n=8) == {"short": []}
     assert decontaminate.overlaps(train, {"short": [{"question": "What is the capital of France"}]}, n=4) == \
         {"short": ["b"]}
+
+
+def test_prompt_templates():
+    from r1flow.data.templates import R1_ZERO_SYSTEM, check_template, render_prompt
+
+    class Tok:  # records what the chat template is given
+        def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+            assert add_generation_prompt and not tokenize
+            return "|".join(f"{m['role']}:{m['content']}" for m in messages)
+
+    q = "What is $\\frac{1}{2}$?"
+    assert render_prompt(q, "reasoning", Tok()) == f"system:{R1_ZERO_SYSTEM}|user:{q}"
+    assert render_prompt(q, "reasoning", Tok(), "chat") == f"user:{q}"
+    own = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    assert render_prompt(q, "reasoning", Tok(), own) == own.replace("{question}", q)  # verbatim, braces kept
+    assert render_prompt("copy this", "instruction", Tok(), own) == "user:copy this"  # instruction tasks: plain
+    with pytest.raises(ValueError, match="has no {question} placeholder"):
+        check_template("Solve it.")
+
+
+def test_a_template_without_placeholder_fails_at_validation(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("r1_zero: {template: 'Solve it.'}\n")
+    with pytest.raises(RecipeError, match=r"r1_zero.template: .*has no \{question\} placeholder"):
+        load_recipe(p)
+
+
+def test_decontaminate_drop_removes_the_overlap(tmp_path):
+    from r1flow.data.store import ArtifactStore
+    from r1flow.tasks.common import BuildContext, Node
+    from r1flow.tasks.data_import import build_import
+
+    train = tmp_path / "train.jsonl"
+    rows = [{"problem": "Natalia had 3 clips and sold 4 more. How many clips did she sell in all?", "answer": "7"},
+            {"problem": "A farmer has 12 cows and buys 30 more. How many cows are there now?", "answer": "42"}]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bench_dir = tmp_path / "bench"
+    bench_dir.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"id": "b0", "family": "b", "level": 0, "kind": "reasoning",
+                                          "notation": "", "question": "natalia had 3 clips and sold 4 more today",
+                                          "answer": "7", "solution": "", "split": "import", "meta": "{}"}]),
+                   bench_dir / "prompts.parquet")
+
+    class Ref:
+        path = str(bench_dir)
+
+        def file(self, name):
+            return bench_dir / name
+
+    for mode, kept in (("report", 2), ("drop", 1)):
+        src = DataSource(path=str(train), columns={"problem": "problem", "answer": "answer"}, decontaminate=mode)
+        out = tmp_path / mode
+        out.mkdir()
+        node = Node("data:train", "data_import", src, {"benchmark:b": "data:b"},
+                    record={"name": "train", "fingerprint": sources.fingerprint(src)})
+        summary: dict = {}
+        build_import(BuildContext(node, {"benchmark:b": Ref()}, out, summary, tmp_path / "w", ArtifactStore(str(tmp_path / "s"))))
+        assert summary["contamination"] == {"b": 1} and summary["rows"] == kept
+        assert pq.read_table(out / "prompts.parquet").num_rows == kept
+        assert "| b | 1 |" in (out / "card.md").read_text()

@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-
 from r1flow.data import verifiers
 from r1flow.data.rewards import accuracy_reward
 from r1flow.data.verify import extract_answer, normalize, verify
