@@ -265,3 +265,23 @@ def test_decontaminate_drop_removes_the_overlap(tmp_path):
         assert summary["contamination"] == {"b": 1} and summary["rows"] == kept
         assert pq.read_table(out / "prompts.parquet").num_rows == kept
         assert "| b | 1 |" in (out / "card.md").read_text()
+
+
+def test_an_fsspec_url_source_loads_and_is_keyed_by_what_the_filesystem_reports():
+    """Remote sources go through fsspec (s3://, gs://, https://); memory:// stands in for them here."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+
+    def write(n: int) -> None:
+        with fs.open("/byod-test/g.jsonl", "w") as f:
+            f.write("".join(json.dumps({"question": f"q{i}", "answer": f"so #### {i}"}) + "\n" for i in range(n)))
+
+    write(3)
+    s = DataSource(path="memory://byod-test/g.jsonl", columns={"problem": "question", "answer": "answer"})
+    before = sources.fingerprint(s)
+    rows, card = sources.load("g", s)
+    assert [r["answer"] for r in rows] == ["0", "1", "2"] and card["from"] == "memory://byod-test/g.jsonl"
+    write(4)
+    assert sources.fingerprint(s) != before  # the size changed, so the import's key does
+    fs.rm("/byod-test/g.jsonl")
