@@ -348,10 +348,9 @@ def _gold_ok(row: dict) -> bool:
 def load(name: str, src: DataSource, planned: dict | None = None) -> tuple[list[dict], dict]:
     """(rows, card) of a source: loaded, filtered, sampled, mapped and checked. `planned` is the
     `fingerprint` the import's cache key was computed with; a file that differs now fails."""
-    if planned is not None and planned.get("files") and not src.hub:
-        now = fingerprint(src)
-        changed = [f for f, h in planned["files"].items() if now.get("files", {}).get(f) != h] \
-            if isinstance(planned["files"], dict) else []
+    if planned is not None and isinstance(planned.get("files"), dict):  # local files (a URL's are a list)
+        now = fingerprint(src)["files"]
+        changed = [f for f, h in planned["files"].items() if now.get(f) != h]
         if changed:
             raise DataError(f"data.{name}: {changed[0]} changed after this run was planned (sha256 differs); "
                             "run again to import the new contents")

@@ -162,20 +162,22 @@ def _exact_check(answer: str, row: dict, meta: dict) -> bool:
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
-def eval_expression(expr: str) -> tuple[Fraction, list[int]] | None:
-    """Exact value and literal integers of a + - * / expression with parentheses; None otherwise
-    (other syntax, a non-integer literal, division by zero)."""
+def eval_expression(expr: str, division: bool = True) -> tuple[Fraction, list[int]] | None:
+    """Exact value and literal integers of a + - * (and, with `division`, /) expression with
+    parentheses; None otherwise (other syntax, a non-integer literal, division by zero). The generated
+    world's countdown (data/verify.py) allows no division."""
     try:
         tree = ast.parse(expr.replace("×", "*").replace("÷", "/"), mode="eval")
     except SyntaxError:
         return None
     nums: list[int] = []
+    ops = _OPS if division else {k: v for k, v in _OPS.items() if k is not ast.Div}
 
     def ev(n: ast.AST) -> Fraction:
         if isinstance(n, ast.Expression):
             return ev(n.body)
-        if isinstance(n, ast.BinOp) and type(n.op) in _OPS:
-            return _OPS[type(n.op)](ev(n.left), ev(n.right))
+        if isinstance(n, ast.BinOp) and type(n.op) in ops:
+            return ops[type(n.op)](ev(n.left), ev(n.right))
         if isinstance(n, ast.Constant) and type(n.value) is int:
             nums.append(n.value)
             return Fraction(n.value)

@@ -13,9 +13,7 @@ This module does not sample or aggregate metrics.
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
 import re
 from collections import Counter
 from functools import lru_cache
@@ -83,33 +81,6 @@ def _math_equal(pred: str, gold: str) -> bool:
     return bool(g) and bool(p) and bool(mv_verify(g, p, timeout_seconds=None))
 
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
-
-
-def safe_eval(expr: str) -> tuple[int, list[int]] | None:
-    """Value and literal numbers of an integer + - * expression (parentheses allowed); None otherwise."""
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
-        return None
-    nums: list[int] = []
-
-    def ev(n: ast.AST) -> int:
-        if isinstance(n, ast.Expression):
-            return ev(n.body)
-        if isinstance(n, ast.BinOp) and type(n.op) in _OPS:
-            return _OPS[type(n.op)](ev(n.left), ev(n.right))
-        if isinstance(n, ast.Constant) and type(n.value) is int:
-            nums.append(n.value)
-            return n.value
-        raise ValueError("disallowed syntax")
-
-    try:
-        return ev(tree), nums
-    except (ValueError, RecursionError):
-        return None
-
-
 def normalize(answer: str, row: dict) -> str | None:
     """Canonical form of an answer, for majority voting (cons@k) and comparison."""
     v = verifier_of(row)
@@ -140,7 +111,7 @@ def verify(answer: str | None, row: dict) -> bool | None:
         return _math_equal(canon, row["answer"])
     if family == "countdown":
         meta = meta_of(row)
-        res = safe_eval(canon)
+        res = verifiers.eval_expression(canon, division=False)
         if res is None:
             return False
         value, nums = res

@@ -20,6 +20,26 @@ def prefect_harness():
         yield
 
 
+def prefect_artifacts(prefix: str) -> dict:
+    """Every version of every Prefect artifact whose key starts with `prefix`, by key, from the test
+    harness's API. Versions: the session's pipeline runs share keys (the smoke and BYOD runs both
+    publish `r1flow-r1-zero-card`), so a test picks the one of its own run."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read() -> dict:
+        async with get_client() as client:
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix)))
+            out: dict[str, list] = {}
+            for a in arts:
+                out.setdefault(a.key, []).append(a)
+            return out
+
+    return asyncio.run(read())
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, prefect_harness):
     """The smoke recipe run once through the pipeline flow; tests read its artifacts."""

@@ -6,7 +6,6 @@ base model are reused (same config) and only what the user's data changes is com
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -62,18 +61,12 @@ def test_user_data_trains_and_evaluates_end_to_end(byod_run):
 
 
 def test_data_import_cards_are_prefect_artifacts(byod_run):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from conftest import prefect_artifacts
 
-    async def keys():
-        async with get_client() as client:
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="r1flow-data")))
-            return {a.key: a for a in arts}
-
-    arts = asyncio.run(keys())
+    arts = prefect_artifacts("r1flow-data")
     for name in ("gsm8k", "openr1", "math500", "gpqa"):
         assert f"r1flow-data-{name}-card" in arts, sorted(arts)
-    card = arts["r1flow-data-gsm8k-card"].data
+    [card] = {a.data for a in arts["r1flow-data-gsm8k-card"]}  # one import, its card maybe published again
     assert "configs/byod/gsm8k_train.parquet" in card and "| math500 | 0 |" in card
 
 
