@@ -23,19 +23,23 @@ def prefect_harness():
 def prefect_artifacts(prefix: str) -> dict:
     """Every version of every Prefect artifact whose key starts with `prefix`, by key, from the test
     harness's API. Versions: the session's pipeline runs share keys (the smoke and BYOD runs both
-    publish `r1flow-r1-zero-card`), so a test picks the one of its own run."""
+    publish `r1flow-r1-zero-card`), so a test picks the one of its own run. Read page by page: the API
+    returns at most 200 per call, and a session's runs publish more than that."""
     import asyncio
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     async def read() -> dict:
+        out: dict[str, list] = {}
         async with get_client() as client:
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix)))
-            out: dict[str, list] = {}
-            for a in arts:
-                out.setdefault(a.key, []).append(a)
-            return out
+            while True:
+                page = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix)),
+                                                   offset=sum(map(len, out.values())), limit=200)
+                for a in page:
+                    out.setdefault(a.key, []).append(a)
+                if len(page) < 200:
+                    return out
 
     return asyncio.run(read())
 
