@@ -41,8 +41,8 @@ MANIFEST = "manifest.json"
 # What an artifact may hold: formats that load without executing anything. Pickle-capable files
 # (.bin, .pt, .pth, .pkl, .ckpt, ...) are refused when an artifact is sealed and when it is read.
 SAFE_SUFFIXES = frozenset({".safetensors", ".parquet", ".json", ".jsonl", ".jinja", ".txt", ".md", ".png",
-                           ".yaml", ".model", ".log"})
-ArtifactKind = Literal["dataset", "checkpoint", "tokenizer", "report"]
+                           ".yaml", ".model", ".log", ".gguf", ".modelfile"})
+ArtifactKind = Literal["dataset", "checkpoint", "tokenizer", "report", "export"]
 
 
 class ArtifactError(RuntimeError):

@@ -6,6 +6,7 @@
     r1flow validate --recipe configs/tiny.yaml
     r1flow artifacts ls | r1flow artifacts show ID
     r1flow lineage ID
+    r1flow export ID [--format gguf --format hf] [--type f16] [--quant q8_0,q4_k_m] [--name NAME]
     r1flow plan --recipe configs/deepseek_r1.yaml [--references]
 """
 
@@ -193,6 +194,55 @@ def plan(recipe: Path = RECIPE, store: str = STORE,
         from r1flow.models.plan import format_references
 
         typer.echo("\n" + format_references())
+
+
+@app.command("export")
+def export_cmd(art_id: str, store: str = STORE,
+               formats: list[str] = typer.Option(["gguf", "hf"], "--format", help="gguf and/or hf (repeatable)."),
+               gguf_type: str = typer.Option("f16", "--type", help="GGUF type the converter writes: f32 f16 bf16 q8_0."),
+               quant: str = typer.Option("q8_0,q4_k_m", "--quant", help="More GGUF types, comma-separated ('' none)."),
+               name: str = typer.Option(None, "--name", help="Model name (files, Ollama). Default: r1flow-STAGE-ID8."),
+               prompts: int = typer.Option(16, "--prompts", help="Held-out prompts of the llama.cpp check.")) -> None:
+    """Export a checkpoint artifact as GGUF (checked by llama.cpp, with Ollama Modelfiles) and/or a Hugging
+    Face folder; the export is an artifact whose parent is the checkpoint."""
+    from pydantic import ValidationError
+
+    from r1flow.data.store import ArtifactError
+    from r1flow.models.export import ExportConfig
+    from r1flow.models.export.gguf import ExportError
+    from r1flow.stages import STAGES
+    from r1flow.tasks.common import Node, run_node
+    from r1flow.tasks.export import export_rows
+
+    st = _store(store)
+    try:
+        m = st.manifest(art_id)
+        cfg = ExportConfig(formats=formats, gguf_type=gguf_type, quant=[q for q in quant.split(",") if q],
+                           check={"prompts": prompts})
+    except (ArtifactError, ValidationError) as e:
+        _fail(str(e))
+    if m.kind != "checkpoint":
+        _fail(f"artifact {m.id[:12]} is a {m.kind} of stage {m.stage}; export takes a checkpoint")
+    ancestry = st.ancestry(m.id)
+    world = next((a for a in reversed(ancestry) if a.stage == "world"), None)
+    if world is None:
+        _fail(f"checkpoint {m.id[:12]} has no world artifact in its lineage: no held-out prompts for the llama.cpp check")
+    evals = [e for e in st.list() if e.stage == "evaluate" and e.parents and e.parents[0] == m.id]
+    label = evals[-1].config.get("label", m.stage) if evals else m.stage
+    name = name or f"r1flow-{m.stage}-{m.id[:8]}"
+    parents = {"checkpoint": "checkpoint", "world": "world"} | ({"evaluate": "evaluate"} if evals else {})
+    refs = {"checkpoint": st.ref(m.id), "world": st.ref(world.id)} | ({"evaluate": st.ref(evals[-1].id)} if evals else {})
+    node = Node(f"export:{label}", "export", cfg, parents, label=label,
+                record={"export": cfg.model_dump(mode="json"), "label": label, "name": name, "template": "r1_zero"})
+    try:
+        ref = run_node(st, node, STAGES["export"].kind, STAGES["export"].build, refs)
+    except (ExportError, ValueError) as e:
+        _fail(str(e), 1)
+    typer.echo(f"export artifact {ref.id[:12]}: {ref.path}")
+    for r in export_rows(ref, label):
+        check = f"tokens {r['tokens equal']}, max |dlogp| {r['max |dlogp|']:.1e}, greedy {r['greedy equal']}" \
+            if r["format"] == "gguf" else "loads with transformers"
+        typer.echo(f"  {r['format']:<4} {r['type']:<11} {r['MiB']:8.2f} MiB  {check}\n       {r['run']}")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES, WorldCon
 from r1flow.models.eval.collect import CollectConfig, RejectionConfig
 from r1flow.models.train.distill import DistillConfig
 from r1flow.models.eval.evaluate import EvalConfig
+from r1flow.models.export import ExportConfig
 from r1flow.models.train.grpo import GRPOStageConfig
 from r1flow.models.plan import PlanConfig
 from r1flow.models.train.pretrain import MODEL_TAGS, PretrainConfig
@@ -95,6 +96,9 @@ class Recipe(BaseModel):
         description="Stage 9: dense students pretrained on the corpus, fine-tuned on R1's traces (no RL), and the "
                     "same students trained with RL only as the baseline. No students: stage 9 is skipped.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Stage 10: evaluation and the report.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description=(
+        "After evaluation: GGUF files (checked by llama.cpp) with Ollama Modelfiles and Hugging Face folders of "
+        "R1 and the distilled students (or `checkpoints`), listed in the report."))
     stop_after: Literal["pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "final_rl"] | None = Field(
         None, description="Last checkpoint of the MoE line (stages 1-8) this recipe trains; the report evaluates "
                           "the line up to it (r1_zero: an R1-Zero-only run). Default: the whole line.")

@@ -27,7 +27,7 @@ from r1flow.models import plan as planner
 from r1flow.models.train.pretrain import PretrainConfig
 from r1flow.data.sources import WORLD, fingerprint
 from r1flow.data.store import ArtifactKind, ArtifactRef, ArtifactStore
-from r1flow.tasks import data_import, evaluate, pretrain, report, reward_model, rl, sample, sft, tokenizer, world
+from r1flow.tasks import data_import, evaluate, export, pretrain, report, reward_model, rl, sample, sft, tokenizer, world
 from r1flow.tasks.common import Build, Node, StageMode, node_key
 
 if TYPE_CHECKING:
@@ -183,14 +183,42 @@ def _evaluate(r: Recipe) -> list[Node]:
                  record={"eval": ev, "label": label}, label=label) for label, ckpt in checkpoints(r).items()]
 
 
+def exported(r: Recipe) -> list[str]:
+    """Evaluation labels of the checkpoints the `export` stage ships: `export.checkpoints`, or by default R1
+    (when the run trains it), the imported teacher and every distilled student."""
+    labels = checkpoints(r)
+    if r.export.checkpoints is not None:
+        if unknown := [lb for lb in r.export.checkpoints if lb not in labels]:
+            raise ValueError(f"export.checkpoints: {unknown} are not checkpoints of this recipe (its checkpoints: "
+                             f"{', '.join(labels)})")
+        return list(r.export.checkpoints)
+    return [lb for lb in labels if lb in ("r1", "teacher") or lb.endswith("_distill")]
+
+
+def _export(r: Recipe) -> list[Node]:
+    labels = checkpoints(r)
+    if r.evaluate.world:
+        prompts, template = dict(W), "r1_zero"
+    else:
+        first = r.evaluate.benchmarks[0]
+        prompts, template = {f"data:{first.data}": f"data:{first.data}"}, first.template
+    cfg = r.export.model_dump(mode="json")
+    return [Node(f"export:{lb}", "export", r.export, {"checkpoint": labels[lb], "evaluate": f"evaluate:{lb}", **prompts},
+                 record={"export": cfg, "label": lb, "name": f"{r.name}-{lb}", "template": template}, label=lb)
+            for lb in exported(r)]
+
+
 def _report(r: Recipe) -> list[Node]:
     labels = list(checkpoints(r))
     curves = {st: st for st in RL_CURVES if st in _line(r)}
     if r.distill.rl_baseline:
         curves |= {f"{s.name}_rl": f"student_rl:{s.name}" for s in r.distill.students}
-    parents = {f"evaluate:{lb}": f"evaluate:{lb}" for lb in labels} | {f"curves:{lb}": k for lb, k in curves.items()}
+    exports = exported(r)
+    parents = ({f"evaluate:{lb}": f"evaluate:{lb}" for lb in labels} | {f"curves:{lb}": k for lb, k in curves.items()}
+               | {f"export:{lb}": f"export:{lb}" for lb in exports})
     config = {"name": r.name, "checkpoints": labels, "curves": list(curves),
-              "students": [s.name for s in r.distill.students], "benchmarks": r.benchmark_sources()}
+              "students": [s.name for s in r.distill.students], "benchmarks": r.benchmark_sources(),
+              "exports": exports}
     return [Node("report", "report", config, parents)]
 
 
@@ -242,6 +270,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "checkpoint", rl.build_rl, _student_rl, estimate=planner.estimate_student_rl),
     Stage("evaluate", "pass@1 / cons@k on held-out problems, one node per checkpoint", "evaluate", "report",
           evaluate.build_eval, _evaluate, show=evaluate.show_eval, estimate=planner.estimate_evaluate),
+    Stage("export", "ship checkpoints as GGUF (checked by llama.cpp) with Ollama Modelfiles, and as Hugging Face "
+          "folders", "export", "export", export.build_export, _export, show=export.show_export),
     Stage("report", "one table over every checkpoint, the paper's four claims, plots: report.md", "evaluate",
           "report", report.build_report, _report, show=report.show_report),
 ]}

@@ -19,6 +19,7 @@ from r1flow.data.schemas import read_rows, write_rows
 from r1flow.data.store import ArtifactRef, ArtifactStore
 from r1flow.models.eval import report
 from r1flow.tasks.common import BuildContext, Node, log, publish_markdown, publish_table
+from r1flow.tasks.export import export_rows
 
 
 def _read(path: Path) -> list[dict]:
@@ -45,6 +46,25 @@ def load_evaluation(path: str | Path) -> dict:
             "samples": read_rows(Path(path) / "samples.parquet", "eval_samples")}
 
 
+def _diff(r: dict) -> str:
+    if r["max |dlogp|"] is None:
+        return "-"
+    return f"{r['max |dlogp|']:.1e} (<= {r['bound']:g})"
+
+
+def exports_markdown(rows: list[dict]) -> str:
+    """The report's last section: every exported file, its llama.cpp check and how to run it."""
+    if not rows:
+        return ""
+    body = "".join(f"| {r['checkpoint']} | {r['format']} {r['type']} | {r['MiB']:.2f} | {r['tokens equal']} | "
+                   f"{_diff(r)} | {r['greedy equal']} | `{r['run']}` |\n" for r in rows)
+    return ("\n## Exports\n\nEvery GGUF file was loaded by llama.cpp, which tokenized the held-out prompts as "
+            "transformers does and matched its next-token log-probs within the bound shown; greedy completions must "
+            "match for unquantized files. Run the commands from the export's `gguf/` folder.\n\n"
+            "| checkpoint | file | MiB | tokens equal | max abs log-prob diff | greedy equal | run |\n"
+            "|---|---|---|---|---|---|---|\n" + body)
+
+
 def build_report(b: BuildContext) -> None:
     cfg, out, summary = b.node.config, b.out, b.summary
     name, students = cfg["name"], cfg["students"]
@@ -59,7 +79,11 @@ def build_report(b: BuildContext) -> None:
         images.append(out / "rl_curves.png")
         report.plot_rl_curves(rl, images[-1])
     benchmarks = cfg.get("benchmarks", [])
-    (out / "report.md").write_text(report.report_markdown(name, loaded, claims, images, benchmarks))
+    exports = [row for lb in cfg.get("exports", []) for row in export_rows(b.parents[f"export:{lb}"], lb)]
+    (out / "report.md").write_text(report.report_markdown(name, loaded, claims, images, benchmarks)
+                                   + exports_markdown(exports))
+    if exports:
+        pq.write_table(pa.Table.from_pylist(exports), out / "exports.parquet")
     pq.write_table(pa.Table.from_pylist(report.comparison_rows(loaded)), out / "table.parquet")
     write_rows([s for e in loaded.values() for s in e["samples"]], out / "samples.parquet", "eval_samples")
     (out / "claims.json").write_text(json.dumps([c.as_row() for c in claims], indent=2))

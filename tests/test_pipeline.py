@@ -32,7 +32,7 @@ def test_pipeline_produces_verified_artifacts_with_lineage(smoke_run):
                           "distill_traces", "distill:qwen2_s", "student_rl:qwen2_s", "evaluate:base",
                           "evaluate:r1_zero", "evaluate:sft_cold", "evaluate:reasoning_rl", "evaluate:sft_mix",
                           "evaluate:r1", "evaluate:qwen2_s", "evaluate:qwen2_s_distill", "evaluate:qwen2_s_rl",
-                          "report"}
+                          "export:base", "export:r1", "export:qwen2_s_distill", "report"}
     store = ArtifactStore(store_root)
     ids = {k: p.rsplit("/", 1)[-1] for k, p in paths.items()}
     for art_id in ids.values():

@@ -273,9 +273,9 @@ def test_cli_turns_a_failed_run_into_a_message_and_exit_1(store_copy):
 STAGE_MARK = {s: re.compile(rf"Task run '{s}[':]") for s in ("world", "tokenizer", "pretrain", "r1_zero", "cold_start", "sft_cold",
                                              "reasoning_rl", "rejection_sampling", "sft_mix", "reward_model",
                                              "final_rl", "student_pretrain", "distill_traces", "distill",
-                                             "student_rl", "evaluate", "report")}
-# Stage 9 and the report get one kill each, the others two (CI time).
-TRIALS = {s: 1 if s in ("student_pretrain", "distill_traces", "distill", "student_rl", "report") else 2
+                                             "student_rl", "evaluate", "export", "report")}
+# Stage 9, the export and the report get one kill each, the others two (CI time).
+TRIALS = {s: 1 if s in ("student_pretrain", "distill_traces", "distill", "student_rl", "export", "report") else 2
           for s in STAGE_MARK}
 
 

@@ -80,7 +80,8 @@ def test_the_graph_is_resolved_from_the_recipe():
     g = graph(recipe)
     assert g["final_rl"] == ["sft_mix", "reward_model", "world"]
     assert g["distill_traces"] == ["final_rl", "world"]
-    assert set(g["report"]) == {"evaluate", "r1_zero", "reasoning_rl", "final_rl", "student_rl"}
+    assert set(g["report"]) == {"evaluate", "r1_zero", "reasoning_rl", "final_rl", "student_rl", "export"}
+    assert g["export"] == ["pretrain", "evaluate", "world", "final_rl", "distill"]
     mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": "/x"})})
     assert graph(mine)["distill_traces"] == ["distill_teacher", "world"]
     no_rm = recipe.model_copy(update={"final_rl": recipe.final_rl.model_copy(
@@ -205,5 +206,5 @@ def test_cli_stages_prints_the_graph_the_recipe_resolves():
     lines = {line.split()[1]: line for line in out.stdout.splitlines()[1:] if line[:2].strip().isdigit()}
     assert list(lines) == list(STAGES)
     assert lines["final_rl"].endswith("<- sft_mix, reward_model, world")
-    assert lines["report"].endswith("<- evaluate, r1_zero, reasoning_rl, final_rl, student_rl")
+    assert lines["report"].endswith("<- evaluate, r1_zero, reasoning_rl, final_rl, student_rl, export")
     assert lines["distill_teacher"].endswith("(not in this recipe)")
