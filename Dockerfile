@@ -20,7 +20,7 @@ COPY configs configs
 # Makefile does it (models/export/gguf.py finds the converter under sys.prefix/share/r1flow).
 ARG LLAMA_CPP_PYTHON=0.3.36
 ENV CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_NATIVE=OFF"
-RUN pip install torch==2.13.0 && pip install '.[gpu,export]' \
+RUN pip install torch==2.13.0 && pip install '.[gpu,export,tracking]' \
     && D=$(python -c 'import sys; print(sys.prefix)')/share/r1flow && mkdir -p $D/llama.cpp-$LLAMA_CPP_PYTHON \
     && pip download --no-deps --no-binary :all: -d $D llama-cpp-python==$LLAMA_CPP_PYTHON \
     && tar -xzf $D/llama_cpp_python-$LLAMA_CPP_PYTHON.tar.gz -C $D/llama.cpp-$LLAMA_CPP_PYTHON --strip-components=3 \

@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, alone and pinned, so nothing after it can pull the CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[cpu,dev,export]'
+	$(BIN)/python -m pip install -q -e '.[cpu,dev,export,tracking]'
 	rm -rf $(LLAMA_CPP_DIR) && mkdir -p $(LLAMA_CPP_DIR)
 	$(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $(VENV)/share/r1flow llama-cpp-python==$(LLAMA_CPP_PYTHON)
 	tar -xzf $(VENV)/share/r1flow/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_CPP_DIR) --strip-components=3 \

@@ -14,6 +14,7 @@ from prefect.cache_policies import NONE
 
 from r1flow.data.lineage import mermaid_markdown
 from r1flow.data.store import ArtifactRef, ArtifactStore
+from r1flow.models.train import tracking
 from r1flow.recipe import Recipe
 from r1flow.stages import STAGES, Stage, StageName, select
 from r1flow.tasks.common import Node, StageMode, log, publish_markdown, run_node
@@ -22,11 +23,12 @@ from r1flow.tasks.plan import publish_plan
 
 @task(cache_policy=NONE)
 def stage_task(stage: Stage, node: Node, refs: dict[str, ArtifactRef], store_root: str,
-               mode: StageMode) -> ArtifactRef:
-    """One node of the DAG (a Prefect task run named after it): reuse or build its artifact, then show
-    it in the UI."""
+               mode: StageMode, tracked: dict | None = None) -> ArtifactRef:
+    """One node of the DAG (a Prefect task run named after it): reuse or build its artifact (its metrics
+    going to the run's experiment when `tracked`), then show it in the UI."""
     store = ArtifactStore(store_root)
-    ref = run_node(store, node, stage.kind, stage.build, refs, mode)
+    with tracking.active(tracked):
+        ref = run_node(store, node, stage.kind, stage.build, refs, mode)
     if stage.show is not None:
         stage.show(store, node, ref)
     return ref
@@ -36,6 +38,9 @@ def run_dag(recipe: Recipe, from_stage: str | None = None, until_stage: str | No
             force: list[str] | tuple[str, ...] = ()) -> dict[str, ArtifactRef]:
     root = recipe.store_root()
     steps = select(recipe, from_stage, until_stage, force)
+    tracked = tracking.experiment_spec(recipe.tracking, recipe.name, _flow_run_name())
+    if tracked:
+        log(f"[r1flow] tracking to {', '.join(tracked['backends'])}: experiment {tracked['experiment']}")
     refs: dict[str, ArtifactRef] = {}
     for step in steps:
         if step.mode is None:
@@ -43,7 +48,7 @@ def run_dag(recipe: Recipe, from_stage: str | None = None, until_stage: str | No
         node, stage = step.node, STAGES[step.node.stage]
         parents = {k: refs[k] for k in node.parents.values()}
         refs[node.key] = stage_task.with_options(name=stage.name, task_run_name=node.key)(
-            stage, node, parents, root, step.mode)
+            stage, node, parents, root, step.mode, tracked)
     skipped = [s for s in steps if s.mode is None]
     if skipped:
         log(f"[r1flow] skipped {len(skipped)} node(s): " + "; ".join(f"{s.node.key} ({s.why})" for s in skipped))
@@ -52,6 +57,13 @@ def run_dag(recipe: Recipe, from_stage: str | None = None, until_stage: str | No
     for name, ref in refs.items():
         log(f"[r1flow] {name:<14} {ref.id[:12]}  {ref.path}")
     return refs
+
+
+def _flow_run_name() -> str | None:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx.flow_run.name if ctx and ctx.flow_run else None
 
 
 def publish_lineage(root: str, refs: dict[str, ArtifactRef], name: str) -> None:

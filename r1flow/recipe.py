@@ -27,6 +27,7 @@ from r1flow.models.plan import PlanConfig
 from r1flow.models.train.pretrain import MODEL_TAGS, PretrainConfig
 from r1flow.models.train.reward_model import RewardModelConfig
 from r1flow.models.train.sft import SFTStageConfig
+from r1flow.models.train.tracking import TrackingConfig
 from r1flow.models.arch.tokenizer import TokenizerConfig
 
 DEFAULT_STORE = "./artifacts"
@@ -104,6 +105,9 @@ class Recipe(BaseModel):
                           "the line up to it (r1_zero: an R1-Zero-only run). Default: the whole line.")
     plan: PlanConfig = Field(default_factory=PlanConfig,
                              description="Hardware and cost assumptions of `r1flow plan`; changes no artifact.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description=(
+        "TensorBoard / MLflow (and W&B / trackio through TRL) for every training stage; off when empty; changes no "
+        "artifact."))
     schedule: ScheduleConfig | None = Field(
         None, description="Retraining schedule of the pipeline deployment (`r1flow serve`); changes no artifact.")
 

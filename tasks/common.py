@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from r1flow.code_version import code_version
 from r1flow.data.store import ArtifactKind, ArtifactRef, ArtifactStore, stable_hash
+from r1flow.models.train import tracking
 
 # run: reuse a cached artifact or compute; force: recompute; cached: reuse or fail (before --from).
 StageMode = Literal["run", "force", "cached"]
@@ -122,11 +123,17 @@ def _run_locked(store: ArtifactStore, *, node: Node, kind: ArtifactKind, parents
     work = store.work_dir(key)
     with store.write(stage=stage, kind=kind, config=cfg, parents=[p.id for p in parents], code_version=version,
                      cache_key=key) as (out, summary):
-        build(out, summary, work)
+        # A tracker run for each training stage (checkpoints), when the recipe's `tracking` names a backend.
+        with tracking.stage_run(node.key, key, enabled=kind == "checkpoint") as run:
+            build(out, summary, work)
+        if run is not None:
+            summary["tracking"] = run.info()
         summary["seconds"] = round(time.perf_counter() - t0, 2)
     store.clear_work(key)
     ref = store.lookup(key)
     assert ref is not None
+    if run is not None:
+        run.tag_artifact(ref.id)
     log(f"[{node.key}] wrote artifact {ref.id[:12]} in {summary['seconds']:.1f}s: {ref.path}")
     publish_summary(stage, ref, store.manifest(ref.id).summary)
     publish_card(store, ref, parents)

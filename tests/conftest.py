@@ -51,7 +51,10 @@ def smoke_run(tmp_path_factory, prefect_harness):
     from r1flow.recipe import load_recipe
 
     store = tmp_path_factory.mktemp("store")
-    recipe = load_recipe("configs/smoke.yaml", {"store": str(store)})
+    # With TensorBoard and MLflow on (tests/test_tracking.py reads them back).
+    runs = tmp_path_factory.mktemp("runs")
+    recipe = load_recipe("configs/smoke.yaml", {"store": str(store),
+                                                "tracking": {"backends": ["tensorboard", "mlflow"], "dir": str(runs)}})
     paths = pipeline(recipe=recipe)
     return recipe, store, paths
 

@@ -35,6 +35,7 @@ from r1flow.data.verify import reasoning_text
 from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 from r1flow.models.rollout.engine import EngineConfig, SamplingConfig, check_checkpoint
 from r1flow.models.rollout.fleet import make_engine
+from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import save_trained
 
 
@@ -101,7 +102,7 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, gpu: bool):
         mask_truncated_completions=cfg.mask_truncated_completions, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, top_p=cfg.top_p, max_grad_norm=cfg.max_grad_norm,
         reward_weights=list(cfg.rewards.values()), logging_steps=1, save_strategy="steps",
-        save_steps=cfg.checkpoint_every, report_to="none", use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
+        save_steps=cfg.checkpoint_every, report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
         disable_tqdm=True, log_completions=False, save_only_model=False)
 
 
@@ -310,6 +311,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
                  "time/training_s": max(0.0, wall - rec.gen_s - rec.sync_s - reward_s), "time/step_s": wall}
             rec.append("metrics", [m])
             metrics.append(m)
+            tracking.log(m, step)
             print(f"[{stage}] step {step}/{cfg.steps} reward {m['rl/reward_mean']:.3f} acc {_fmt(m['rl/accuracy'])} "
                   f"format {_fmt(m['rl/format_rate'])} len {m['rl/completion_length']:.1f} kl {_fmt(m['rl/kl'])} "
                   f"gap {rec.gap:.1e} | gen {rec.gen_s:.1f}s sync {rec.sync_s:.2f}s reward {reward_s:.2f}s "

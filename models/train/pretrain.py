@@ -39,6 +39,7 @@ from r1flow.models.arch.deepseek_v3.balancing import (RouterProbe, load_imbalanc
 from r1flow.models.arch.deepseek_v3.config import MoEModelConfig
 from r1flow.models.arch.deepseek_v3.mtp import MultiTokenPrediction
 from r1flow.models.arch.dense import DenseModelConfig, pin_tokenizer
+from r1flow.models.train import tracking
 
 
 def _model_kind(value) -> str:
@@ -396,6 +397,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
                 if on_log:
                     on_log(rec)
         history.append(rec)
+        if rank == 0:
+            tracking.log(rec, step + 1)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save_ckpt(work, step + 1, trainable, opt, history, rank, fsdp)
         if world > 1:

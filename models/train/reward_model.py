@@ -25,6 +25,7 @@ from r1flow.data.templates import EOS, prompt_messages
 from r1flow.data.verify import extract_answer, verify
 from r1flow.data.world import INSTRUCTION_FAMILIES
 from r1flow.models.rollout.engine import EngineConfig, SamplingConfig
+from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import save_trained
 
 
@@ -125,7 +126,7 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
     args = RewardConfig(output_dir=str(work / "trainer"), num_train_epochs=cfg.epochs,
                         per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                         lr_scheduler_type="cosine", warmup_steps=0.05, max_length=cfg.max_length,
-                        logging_steps=1, save_strategy="no", report_to="none", use_cpu=not gpu, bf16=gpu,
+                        logging_steps=1, save_strategy="no", report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu,
                         seed=cfg.seed, disable_tqdm=True, dataset_num_proc=None)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(train), processing_class=tok)

@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from r1flow.data.templates import prompt_messages
+from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import save_trained
 
 
@@ -137,7 +138,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
                      learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length,
                      completion_only_loss=True, packing=False, logging_steps=1, save_strategy="steps",
-                     save_steps=cfg.checkpoint_every, report_to="none", use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
+                     save_steps=cfg.checkpoint_every, report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
                      disable_tqdm=True, save_only_model=False, dataset_num_proc=None)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(samples), processing_class=tok,
