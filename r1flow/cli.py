@@ -111,11 +111,14 @@ def validate(recipe: Path = RECIPE) -> None:
     """Check a recipe without running anything."""
     from r1flow.recipe import RecipeError, load_recipe
 
+    from r1flow.stages import dag
+
     try:
         rec = load_recipe(recipe)
-    except RecipeError as e:
+        nodes = dag(rec)  # what needs the whole recipe: parents that exist, export labels that are checkpoints
+    except (RecipeError, ValueError) as e:
         _fail(str(e))
-    typer.echo(f"{recipe}: ok (recipe {rec.name!r}, store {rec.store_root()})")
+    typer.echo(f"{recipe}: ok (recipe {rec.name!r}, {len(nodes)} nodes, store {rec.store_root()})")
 
 
 @app.command()

@@ -177,3 +177,48 @@ def test_ollama_template_refuses_position_dependent_chat_templates(tmp_path):
                          "{% if add_generation_prompt %}assistant:{% endif %}")
     with pytest.raises(TemplateError, match="derived Ollama template renders"):
         verified_template(tok)
+
+
+def test_failures_name_the_problem(smoke_run, tmp_path):
+    """The check fails with its numbers when the file is not the checkpoint (the base's GGUF against R1's
+    weights); `r1flow export` refuses a non-checkpoint and an unknown type before any work."""
+    import subprocess
+    import sys
+
+    from r1flow.data.store import ArtifactStore
+    from r1flow.models.export.check import check_gguf
+
+    _, store, paths = smoke_run
+    refs = _export_refs(store)
+    base_f16 = refs["base"].file(json.loads(refs["base"].file("export.json").read_text())["gguf"][0]["path"])
+    with pytest.raises(ExportError, match=r"log-probs differ by up to .* nats \(bound 0.05 for f16\)"):
+        check_gguf(base_f16, "f16", Path(paths["final_rl"]), ["User: What is 2 + 3?\nAssistant:"], greedy=1)
+    st = ArtifactStore(store)
+    world = next(m.id for m in st.list() if m.stage == "world")
+    before = {m.id for m in st.list()}
+    for args, msg in (([world[:12]], "export takes a checkpoint"), ([Path(paths["final_rl"]).name[:12], "--quant", "q9_z"],
+                                                                    "unknown GGUF type")):
+        out = subprocess.run([sys.executable, "-m", "r1flow.cli", "export", *args, "--store", str(store)],
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 2 and msg in out.stderr, out.stderr[-2000:]
+    assert {m.id for m in st.list()} == before
+
+
+def test_export_labels_are_checked_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from r1flow.recipe import load_recipe
+    from r1flow.stages import dag
+
+    with pytest.raises(ValueError, match=r"export.checkpoints: \['r2'\] are not checkpoints of this recipe"):
+        dag(load_recipe("configs/smoke.yaml", {"export": {"checkpoints": ["r2"]}}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(open("configs/smoke.yaml")), "export": {"checkpoints": ["r2"]}}))
+    out = subprocess.run([sys.executable, "-m", "r1flow.cli", "validate", "--recipe", str(bad)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and "export.checkpoints" in out.stderr, out.stderr
+    assert [n.key for n in dag(load_recipe("configs/smoke.yaml", {"export": {"checkpoints": []}}))
+            if n.stage == "export"] == []

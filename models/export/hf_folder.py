@@ -21,7 +21,8 @@ from r1flow.models.export.ollama import R1_SAMPLING
 
 # Checkpoint files the folder keeps; r1flow's own extras (curves, metrics, rollouts) stay in the store.
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-               "special_tokens_map.json", "generation_config.json")
+               "special_tokens_map.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.model",
+               "added_tokens.json")
 
 
 def write_folder(ckpt: Path, dst: Path, *, name: str, manifest: Manifest, ancestry: list[Manifest],
