@@ -17,6 +17,18 @@ TEXTS = ["What is 12 + 345?", "I've been told he's there; 'RE you sure?\n\n  ind
          "x = 3.14159 * (a+b)  # 1000000 digits", "Über naïve café — 東京 🦙 ", "<think> 7 * 8 = 56 </think> <answer> 56 </answer>", "line1\r\nline2\n\n\nline3   "]
 
 
+def _assert_tokenizes_like(gguf: Path, tok, label: str) -> None:
+    """llama.cpp, loading `gguf`, gives every text of TEXTS the tokens transformers' `tok` gives it."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=256, verbose=False, vocab_only=True)
+    try:
+        for t in TEXTS:
+            assert llm.tokenize(t.encode(), add_bos=True, special=True) == tok(t)["input_ids"], (label, t)
+    finally:
+        llm.close()
+
+
 def _export_refs(store: Path) -> dict:
     from r1flow.data.store import ArtifactStore
 
@@ -27,7 +39,6 @@ def _export_refs(store: Path) -> dict:
 def test_smoke_exports_pass_the_llama_cpp_check(smoke_run):
     """The smoke run exported its MoE base, R1 and the distilled student: every GGUF file (f16 from the
     converter, q8_0, q4_k_m from llama.cpp's quantizer) passed the check; re-check the f16 files here."""
-    from llama_cpp import Llama
     from transformers import AutoTokenizer
 
     recipe, store, _ = smoke_run
@@ -42,13 +53,7 @@ def test_smoke_exports_pass_the_llama_cpp_check(smoke_run):
         f16 = res["gguf"][0]
         assert f16["greedy_equal"] == f16["greedy_prompts"] > 0 and f16["max_abs_logprob_diff"] < 5e-2
         # An independent look: llama.cpp loads the file and tokenizes like transformers.
-        tok = AutoTokenizer.from_pretrained(ref.file("hf"))
-        llm = Llama(model_path=str(ref.file(f16["path"])), n_ctx=256, verbose=False, vocab_only=True)
-        try:
-            for t in TEXTS:
-                assert llm.tokenize(t.encode(), add_bos=True, special=True) == tok(t)["input_ids"], (label, t)
-        finally:
-            llm.close()
+        _assert_tokenizes_like(ref.file(f16["path"]), AutoTokenizer.from_pretrained(ref.file("hf")), label)
 
 
 def test_modelfile_and_hf_folder(smoke_run):
@@ -130,7 +135,6 @@ def test_pre_tokenizer_mapping_tokenizes_like_transformers(name, tmp_path):
     """A retrained tokenizer with each pre-tokenizer llama.cpp knows: the mapping names it, the converter
     accepts it, and llama.cpp tokenizes every text exactly as transformers does."""
     import torch
-    from llama_cpp import Llama
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     # Qwen2's tokenizers normalize to NFC; so does every tokenizer transformers 5 loads for a qwen2 model.
@@ -141,13 +145,7 @@ def test_pre_tokenizer_mapping_tokenizes_like_transformers(name, tmp_path):
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                  num_attention_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
                                  pad_token_id=0)).save_pretrained(d)
-    out = convert(d, tmp_path / "m.gguf", "f32", tmp_path / "work", log=lambda _: None)
-    llm = Llama(model_path=str(out), n_ctx=128, verbose=False, vocab_only=True)
-    try:
-        for t in TEXTS:
-            assert llm.tokenize(t.encode(), add_bos=True, special=True) == tok(t)["input_ids"], (name, t)
-    finally:
-        llm.close()
+    _assert_tokenizes_like(convert(d, tmp_path / "m.gguf", "f32", tmp_path / "work", log=lambda _: None), tok, name)
 
 
 def test_unknown_pre_tokenizer_fails_clearly(tmp_path):
@@ -180,8 +178,8 @@ def test_ollama_template_refuses_position_dependent_chat_templates(tmp_path):
 
 
 def test_failures_name_the_problem(smoke_run, tmp_path):
-    """The check fails with its numbers when the file is not the checkpoint (the base's GGUF against R1's
-    weights); `r1flow export` refuses a non-checkpoint and an unknown type before any work."""
+    """The check fails with its numbers when the file is not the checkpoint (the student's GGUF against
+    R1's weights); `r1flow export` refuses a non-checkpoint and an unknown type before any work."""
     import subprocess
     import sys
 
@@ -190,9 +188,10 @@ def test_failures_name_the_problem(smoke_run, tmp_path):
 
     _, store, paths = smoke_run
     refs = _export_refs(store)
-    base_f16 = refs["base"].file(json.loads(refs["base"].file("export.json").read_text())["gguf"][0]["path"])
+    student = refs["qwen2_s_distill"]
+    f16 = student.file(json.loads(student.file("export.json").read_text())["gguf"][0]["path"])
     with pytest.raises(ExportError, match=r"log-probs differ by up to .* nats \(bound 0.05 for f16\)"):
-        check_gguf(base_f16, "f16", Path(paths["final_rl"]), ["User: What is 2 + 3?\nAssistant:"], greedy=1)
+        check_gguf(f16, "f16", Path(paths["final_rl"]), ["User: What is 2 + 3?\nAssistant:"], greedy=1)
     st = ArtifactStore(store)
     world = next(m.id for m in st.list() if m.stage == "world")
     before = {m.id for m in st.list()}
