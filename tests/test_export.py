@@ -215,7 +215,7 @@ def test_export_labels_are_checked_before_any_work(tmp_path):
     with pytest.raises(ValueError, match=r"export.checkpoints: \['r2'\] are not checkpoints of this recipe"):
         dag(load_recipe("configs/smoke.yaml", {"export": {"checkpoints": ["r2"]}}))
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**yaml.safe_load(open("configs/smoke.yaml")), "export": {"checkpoints": ["r2"]}}))
+    bad.write_text(yaml.safe_dump({**yaml.safe_load(Path("configs/smoke.yaml").read_text()), "export": {"checkpoints": ["r2"]}}))
     out = subprocess.run([sys.executable, "-m", "r1flow.cli", "validate", "--recipe", str(bad)],
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "export.checkpoints" in out.stderr, out.stderr
