@@ -21,6 +21,7 @@ from r1flow.data.store import ArtifactStore
 from r1flow.flows.pipeline import STAGE_FLOWS, pipeline
 from r1flow.stages import R1_LINE, STAGES, select
 from r1flow.tasks.common import StageNotCached
+from conftest import with_teacher
 
 pytestmark = pytest.mark.slow
 
@@ -141,8 +142,7 @@ def test_teacher_from_runs_no_stage_of_the_r1_line(smoke_run):
     """With distill.teacher_from, distillation needs the world, the tokenizer, the student and the
     user's teacher: stages 1-8 are neither run nor looked up."""
     recipe, _, paths = smoke_run
-    mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(
-        update={"teacher_from": paths["student_rl:qwen2_s"]})})
+    mine = with_teacher(recipe, paths["student_rl:qwen2_s"])
     got = pipeline(recipe=mine, until_stage="distill")
     assert set(got) == {"world", "tokenizer", "student_pretrain:qwen2_s", "distill_teacher", "distill_traces",
                         "distill:qwen2_s"}
@@ -203,7 +203,7 @@ def test_distill_from_a_teacher_the_user_names(smoke_run):
     recipe, store_root, paths = smoke_run
     store = ArtifactStore(store_root)
     source = paths["student_rl:qwen2_s"]
-    mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": source})})
+    mine = with_teacher(recipe, source)
     got = pipeline(recipe=mine, from_stage="distill_teacher", until_stage="distill_traces")
     teacher = store.manifest(got["distill_teacher"].rsplit("/", 1)[-1])
     assert teacher.stage == "distill_teacher" and teacher.summary["imported_from"] == source

@@ -11,6 +11,7 @@ import pytest
 from r1flow import code_version as cv
 from r1flow.recipe import load_recipe
 from r1flow.stages import R1_LINE, STAGES, StageName, checkpoints, dag, graph, select
+from conftest import with_teacher
 
 SOURCES = ("r1flow", "tasks", "models", "data", "flows")
 
@@ -42,9 +43,9 @@ def test_an_edit_deep_in_a_stages_import_closure_changes_its_key(project_copy):
     after = {e: cv.code_version(e, project_copy) for e in entries}
     changed = {e for e in entries if after[e] != before[e]}
     # Every stage that can run build_prompt is re-keyed (sampling, the reward model's sampling,
-    # evaluation, the report's tables); the others are not.
+    # evaluation, the export's check prompts, the report's tables); the others are not.
     assert changed == {"r1flow.tasks.sample", "r1flow.tasks.reward_model", "r1flow.tasks.evaluate",
-                       "r1flow.tasks.report"}
+                       "r1flow.tasks.export", "r1flow.tasks.report"}
     # A module outside every build closure (the planner) re-keys nothing.
     _edit(project_copy / "models/plan.py", "def plan_recipe(", "def plan_recipe(  # edited\n")
     assert {e: cv.code_version(e, project_copy) for e in entries} == after
@@ -83,7 +84,12 @@ def test_the_graph_is_resolved_from_the_recipe():
     assert set(g["report"]) == {"evaluate", "r1_zero", "reasoning_rl", "final_rl", "student_rl", "export"}
     assert g["export"] == ["pretrain", "evaluate", "world", "final_rl", "distill"]
     mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": "/x"})})
+    # smoke.yaml exports base and r1 by name; with a teacher from elsewhere the run has neither
+    with pytest.raises(ValueError, match=r"export.checkpoints: \['base', 'r1'\] are not checkpoints of this recipe"):
+        graph(mine)
+    mine = with_teacher(recipe, "/x")
     assert graph(mine)["distill_traces"] == ["distill_teacher", "world"]
+    assert [n.label for n in dag(mine) if n.stage == "export"] == ["teacher", "qwen2_s_distill"]
     no_rm = recipe.model_copy(update={"final_rl": recipe.final_rl.model_copy(
         update={"rewards": {"accuracy": 1.0, "format": 1.0}})})
     assert "reward_model" not in graph(no_rm) and graph(no_rm)["final_rl"] == ["sft_mix", "world"]
@@ -113,7 +119,7 @@ def test_until_computes_only_the_ancestors():
 
 def test_teacher_from_skips_stages_1_to_8():
     recipe = load_recipe("configs/smoke.yaml")
-    mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": "org/teacher"})})
+    mine = with_teacher(recipe, "org/teacher")
     steps = select(mine)
     run = {s.node.key for s in steps if s.mode}
     assert not run & set(R1_LINE) and "distill_teacher" in run and "report" in run

@@ -133,7 +133,8 @@ def stage_checkpoint(ckpt: Path, dst: Path) -> Path:
     (transformers 4.x) a tokenizer class it can load."""
     import transformers
 
-    dst.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dst, ignore_errors=True)  # a view left by an interrupted attempt (the work dir outlives it)
+    dst.mkdir(parents=True)
     for f in sorted(ckpt.iterdir()):
         if f.is_file() and f.name != "manifest.json":
             target = dst / f.name

@@ -72,6 +72,47 @@ def active(spec: dict | None) -> Iterator[None]:
         _SPEC = prev
 
 
+class EventWriter:
+    """TensorBoard event files written with the `tensorboard` package's own event writer and protos.
+    torch.utils.tensorboard.SummaryWriter does the same, but importing torch here would put torch's version
+    into the cache key of every stage (tasks/common imports this module), the torch-free world included."""
+
+    def __init__(self, log_dir: str):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._w = EventFileWriter(log_dir)
+
+    def _add(self, value, step: int) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        self._w.add_event(Event(wall_time=time.time(), step=step, summary=Summary(value=[value])))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        self._add(Summary.Value(tag=tag, simple_value=value), step)
+
+    def add_text(self, tag: str, text: str, step: int = 0) -> None:
+        """What SummaryWriter.add_text writes: a string tensor for TensorBoard's text plugin."""
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.plugins.text.plugin_data_pb2 import TextPluginData
+
+        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+            plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
+        tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode()],
+                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+        self._add(Summary.Value(tag=tag, metadata=meta, tensor=tensor), step)
+
+    def flush(self) -> None:
+        self._w.flush()
+
+    def close(self) -> None:
+        self._w.close()
+
+
 class StageRun:
     """One stage node's run in the experiment: a TensorBoard writer and/or an MLflow run."""
 
@@ -84,9 +125,7 @@ class StageRun:
         self._attached = mlflow_run_id is not None  # a torchrun rank logging into the parent's run
         backends = spec["backends"]
         if "tensorboard" in backends:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=self.tb_dir)
+            self.writer = EventWriter(self.tb_dir)
         if "mlflow" in backends:
             import mlflow
 
@@ -153,10 +192,9 @@ class StageRun:
         if self.mlflow_run_id is not None:
             self._client().set_tag(self.mlflow_run_id, "r1flow.artifact_id", artifact_id)
         if "tensorboard" in self.spec["backends"]:
-            from torch.utils.tensorboard import SummaryWriter
-
-            with SummaryWriter(log_dir=self.tb_dir) as w:
-                w.add_text("r1flow/artifact_id", artifact_id)
+            w = EventWriter(self.tb_dir)
+            w.add_text("r1flow/artifact_id", artifact_id)
+            w.close()
 
 
 @contextmanager
