@@ -66,12 +66,14 @@ def export_rows(ref: ArtifactRef, label: str) -> list[dict]:
     res = json.loads(ref.file("export.json").read_text())
     rows = [{"checkpoint": label, "format": "gguf", "type": g["type"], "path": f"{ref.path}/{g['path']}",
              "MiB": round(g["bytes"] / 2**20, 2), "tokens equal": f"{g['tokens_equal']}/{g['prompts']}",
-             "max |dlogp|": g["max_abs_logprob_diff"], "bound": g["bound"],
+             "max |dlogp|": g["max_abs_logprob_diff"], "mean |dlogp|": g["mean_abs_logprob_diff"],
+             "bound on": g["bound_on"], "bound": g["bound"],
              "greedy equal": f"{g['greedy_equal']}/{g['greedy_prompts']}", "run": g["ollama"]} for g in res["gguf"]]
     if res["hf"]:
         rows.append({"checkpoint": label, "format": "hf", "type": "safetensors", "path": f"{ref.path}/hf",
                      "MiB": round(sum(p.stat().st_size for p in Path(ref.path, "hf").iterdir()) / 2**20, 2),
-                     "tokens equal": "-", "max |dlogp|": None, "bound": None, "greedy equal": "-",
+                     "tokens equal": "-", "max |dlogp|": None, "mean |dlogp|": None, "bound on": None,
+                     "bound": None, "greedy equal": "-",
                      "run": res["hf"]["upload"]})
     return rows
 

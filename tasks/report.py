@@ -49,7 +49,7 @@ def load_evaluation(path: str | Path) -> dict:
 def _diff(r: dict) -> str:
     if r["max |dlogp|"] is None:
         return "-"
-    return f"{r['max |dlogp|']:.1e} (<= {r['bound']:g})"
+    return f"{r['max |dlogp|']:.1e} / {r['mean |dlogp|']:.1e} ({r['bound on']} <= {r['bound']:g})"
 
 
 def exports_markdown(rows: list[dict]) -> str:
@@ -59,9 +59,10 @@ def exports_markdown(rows: list[dict]) -> str:
     body = "".join(f"| {r['checkpoint']} | {r['format']} {r['type']} | {r['MiB']:.2f} | {r['tokens equal']} | "
                    f"{_diff(r)} | {r['greedy equal']} | `{r['run']}` |\n" for r in rows)
     return ("\n## Exports\n\nEvery GGUF file was loaded by llama.cpp, which tokenized the held-out prompts as "
-            "transformers does and matched its next-token log-probs within the bound shown; greedy completions must "
+            "transformers does and matched its next-token log-probs within the bound shown (on the largest difference "
+            "for unquantized files, on the mean for quantized ones); greedy completions must "
             "match for unquantized files. Run the commands from the export's `gguf/` folder.\n\n"
-            "| checkpoint | file | MiB | tokens equal | max abs log-prob diff | greedy equal | run |\n"
+            "| checkpoint | file | MiB | tokens equal | abs log-prob diff, max / mean | greedy equal | run |\n"
             "|---|---|---|---|---|---|---|\n" + body)
 
 

@@ -45,7 +45,8 @@ def export_checkpoint(ckpt: Path, out: Path, work: Path, cfg: ExportConfig, *, n
             res = check_gguf(path, t, ckpt, prompts, greedy=cfg.check.greedy,
                              max_new_tokens=cfg.check.max_new_tokens, hf=hf)
             log(f"[export] {path.name} checked by llama.cpp: tokens {res['tokens_equal']}/{res['prompts']}, max "
-                f"|dlogp| {res['max_abs_logprob_diff']:.2e} (bound {res['bound']:g}), greedy "
+                f"|dlogp| {res['max_abs_logprob_diff']:.2e}, mean {res['mean_abs_logprob_diff']:.2e} ({res['bound_on']} "
+                f"<= {res['bound']:g}), greedy "
                 f"{res['greedy_equal']}/{res['greedy_prompts']}")
             mf = path.with_suffix(".Modelfile")
             mf.write_text(modelfile(path.name, template, [tok.eos_token], R1_ZERO_SYSTEM if cfg.system_prompt else None,
