@@ -80,8 +80,8 @@ def pretrain_data(tmp_path_factory):
 
 
 def with_teacher(recipe, source: str):
-    """`recipe` with distill.teacher_from = `source`. smoke.yaml's export list names `base` and `r1`,
-    which a teacher from elsewhere removes from the run, so the copy exports the default (the teacher
+    """`recipe` with distill.teacher_from = `source`. smoke.yaml's export list names `base`, which a
+    teacher from elsewhere removes from the run, so the copy exports the default (the teacher
     and the distilled students); the explicit list is refused (tests/test_stages.py)."""
     return recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": source}),
                                      "export": recipe.export.model_copy(update={"checkpoints": None})})

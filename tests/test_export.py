@@ -1,5 +1,5 @@
 """GGUF / Ollama / Hugging Face export (models/export/, tasks/export.py): the smoke run's exports of its MoE
-base, R1 and the distilled student, re-checked here with llama.cpp; the pre-tokenizer mapping on
+base and the distilled student, re-checked here with llama.cpp; the pre-tokenizer mapping on
 tokenizers built with each pre-tokenizer llama.cpp knows; the Ollama template derivation; the failures."""
 
 from __future__ import annotations
@@ -29,21 +29,23 @@ def _assert_tokenizes_like(gguf: Path, tok, label: str) -> None:
         llm.close()
 
 
-def _export_refs(store: Path) -> dict:
+def _export_refs(store: Path, paths: dict) -> dict:
+    """Label -> the smoke run's export artifact. By the run's own nodes, not by stage: other tests (BYOD,
+    deployments) run their pipelines into the same session store."""
     from r1flow.data.store import ArtifactStore
 
     st = ArtifactStore(store)
-    return {m.config["label"]: st.ref(m.id) for m in st.list() if m.stage == "export"}
+    return {k.split(":", 1)[1]: st.ref(Path(p).name) for k, p in paths.items() if k.startswith("export:")}
 
 
 def test_smoke_exports_pass_the_llama_cpp_check(smoke_run):
-    """The smoke run exported its MoE base, R1 and the distilled student: every GGUF file (f16 from the
+    """The smoke run exported its MoE base and the distilled student: every GGUF file (f16 from the
     converter, q8_0, q4_k_m from llama.cpp's quantizer) passed the check; re-check the f16 files here."""
     from transformers import AutoTokenizer
 
-    recipe, store, _ = smoke_run
-    refs = _export_refs(store)
-    assert set(refs) == {"base", "r1", "qwen2_s_distill"}
+    recipe, store, paths = smoke_run
+    refs = _export_refs(store, paths)
+    assert set(refs) == {"base", "qwen2_s_distill"}
     for label, ref in refs.items():
         res = json.loads(ref.file("export.json").read_text())
         assert [g["type"] for g in res["gguf"]] == ["f16", "q8_0", "q4_k_m"], label
@@ -62,9 +64,9 @@ def test_modelfile_and_hf_folder(smoke_run):
 
     from r1flow.data.store import ArtifactStore
 
-    _, store, _ = smoke_run
+    _, store, paths = smoke_run
     st = ArtifactStore(store)
-    for label, ref in _export_refs(store).items():
+    for label, ref in _export_refs(store, paths).items():
         res = json.loads(ref.file("export.json").read_text())
         tok = AutoTokenizer.from_pretrained(ref.file("hf"))
         for g in res["gguf"]:
@@ -91,12 +93,12 @@ def test_modelfile_and_hf_folder(smoke_run):
 def test_report_lists_exports(smoke_run):
     from r1flow.data.store import ArtifactStore
 
-    _, store, _ = smoke_run
+    _, store, paths = smoke_run
     st = ArtifactStore(store)
-    rep = next(m for m in st.list() if m.stage == "report")
+    rep = st.manifest(Path(paths["report"]).name)
     md = st.ref(rep.id).file("report.md").read_text()
-    assert "## Exports" in md and "ollama create smoke-r1:q4_k_m" in md and "qwen2_s_distill | gguf f16" in md
-    assert set(rep.parents) >= {r.id for r in _export_refs(store).values()}
+    assert "## Exports" in md and "ollama create smoke-base:q4_k_m" in md and "qwen2_s_distill | gguf f16" in md
+    assert set(rep.parents) >= {r.id for r in _export_refs(store, paths).values()}
 
 
 def _tokenizer(pre, tmp: Path, normalizer=None) -> Path:
@@ -188,7 +190,7 @@ def test_failures_name_the_problem(smoke_run, tmp_path):
     from r1flow.models.export.check import check_gguf
 
     _, store, paths = smoke_run
-    refs = _export_refs(store)
+    refs = _export_refs(store, paths)
     student = refs["qwen2_s_distill"]
     f16 = student.file(json.loads(student.file("export.json").read_text())["gguf"][0]["path"])
     with pytest.raises(ExportError, match=r"log-probs differ by up to .* nats \(bound 0.05 for f16\)"):

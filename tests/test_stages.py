@@ -82,10 +82,10 @@ def test_the_graph_is_resolved_from_the_recipe():
     assert g["final_rl"] == ["sft_mix", "reward_model", "world"]
     assert g["distill_traces"] == ["final_rl", "world"]
     assert set(g["report"]) == {"evaluate", "r1_zero", "reasoning_rl", "final_rl", "student_rl", "export"}
-    assert g["export"] == ["pretrain", "evaluate", "world", "final_rl", "distill"]
+    assert g["export"] == ["pretrain", "evaluate", "world", "distill"]  # only the exported checkpoints
     mine = recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": "/x"})})
-    # smoke.yaml exports base and r1 by name; with a teacher from elsewhere the run has neither
-    with pytest.raises(ValueError, match=r"export.checkpoints: \['base', 'r1'\] are not checkpoints of this recipe"):
+    # smoke.yaml exports base by name; with a teacher from elsewhere the run has no base
+    with pytest.raises(ValueError, match=r"export.checkpoints: \['base'\] are not checkpoints of this recipe"):
         graph(mine)
     mine = with_teacher(recipe, "/x")
     assert graph(mine)["distill_traces"] == ["distill_teacher", "world"]

@@ -13,11 +13,12 @@ from r1flow.data.store import ArtifactStore
 pytestmark = pytest.mark.slow
 
 
-def _runs(store: Path) -> dict:
-    """Node -> (manifest, its summary's tracking record) for every tracked artifact of the smoke run."""
+def _runs(store: Path, paths: dict) -> dict:
+    """Node -> (manifest, its summary's tracking record) for every tracked artifact of the smoke run (its own
+    artifacts: other tests run their pipelines into the same session store)."""
     st = ArtifactStore(store)
     out = {}
-    for m in st.list():
+    for m in (st.manifest(Path(p).name) for p in paths.values()):
         if "tracking" in m.summary:
             node = m.summary["tracking"]["run"].split()[0]
             out[node] = (m, m.summary["tracking"])
@@ -35,8 +36,8 @@ def _tb_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
 def test_training_stages_log_to_tensorboard_and_mlflow(smoke_run):
     from mlflow.tracking import MlflowClient
 
-    recipe, store, _ = smoke_run
-    runs = _runs(store)
+    recipe, store, paths = smoke_run
+    runs = _runs(store, paths)
     # Every training stage computed in the run is tracked; data stages only when they train nothing.
     assert {"pretrain", "r1_zero", "sft_cold", "reasoning_rl", "sft_mix", "reward_model", "final_rl",
             "student_pretrain:qwen2_s", "distill:qwen2_s", "student_rl:qwen2_s"} <= set(runs)
