@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 -m r1flow.models.train.pretrain --spec SPEC.json   # DDP (gloo on CPU)
 
 AdamW with linear warmup and cosine decay, gradient clipping, sequence packing, float32 on CPU and
-bf16 autocast on GPU, auxiliary-loss-free balancing (bias update after every step), the optional
+bf16 autocast on GPU (routed experts included: precision.py), auxiliary-loss-free balancing (bias update after every step), the optional
 sequence-wise balance loss and Multi-Token Prediction, and checkpoints in the work directory that a
 restarted run resumes from. Writes a Hugging Face checkpoint (safetensors + tokenizer) plus
 `r1flow/metrics.parquet` and `r1flow/expert_load.png`. Knows nothing about Prefect or the store.
@@ -39,7 +39,7 @@ from r1flow.models.arch.deepseek_v3.balancing import (RouterProbe, load_imbalanc
 from r1flow.models.arch.deepseek_v3.config import MoEModelConfig
 from r1flow.models.arch.deepseek_v3.mtp import MultiTokenPrediction
 from r1flow.models.arch.dense import DenseModelConfig, pin_tokenizer
-from r1flow.models.train import tracking
+from r1flow.models.train import precision, tracking
 
 
 def _model_kind(value) -> str:
@@ -329,6 +329,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
             fp8.check_gpu_support(device)
         fp8.use_per_expert_linears(model)
         fp8_mode = fp8.FP8Linears(fp8.high_precision_params(model), backend="torchao" if on_gpu else "emulate")
+    elif use_bf16:  # routed experts' grouped GEMMs in bf16 too, fp32 masters kept (models/train/precision.py)
+        precision.autocast_experts(model)
     peak = matmul_peak_flops(device, torch.bfloat16 if use_bf16 else torch.float32)
     fpt = cfg.model.train_flops_per_token(len(tok), cfg.seq_len)
     vocab = len(tok)
@@ -363,13 +365,15 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
             if probe is not None and cfg.balance_loss_alpha > 0:
                 bal = sequence_balance_loss(probe, batch.shape[0], batch.shape[1] - 1)
                 loss = loss + cfg.balance_loss_alpha * bal
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"pretrain: loss is {loss.item()} at step {step} (lr {lr:.2e}); "
-                                     "lower pretrain.lr or raise warmup_steps")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(trainable.parameters(), cfg.grad_clip)
         opt.step()
+        # Read back after the step, not between forward and backward, where the GPU would sit idle while
+        # the host waits; a non-finite loss still stops the run before any checkpoint holds its update.
+        if not math.isfinite(loss_value := loss.item()):
+            raise FloatingPointError(f"pretrain: loss is {loss_value} at step {step} (lr {lr:.2e}); "
+                                     "lower pretrain.lr or raise warmup_steps")
         tokens_since += batch[:, 1:].numel() * world
         rec = {"step": step + 1, "train/loss": lm_loss.item(), "train/mtp_loss": mtp_loss.item(),
                "train/balance_loss": bal.item(), "train/lr": lr, "train/grad_norm": float(gnorm)}

@@ -2,7 +2,7 @@
 sequence-wise balance loss (DeepSeek-V3 report, sec. 2.1.2).
 
 `RouterProbe` hooks every router of a transformers `DeepseekV3ForCausalLM` and records, per forward,
-which experts each token chose and the routers' affinity scores. The training loop then calls
+which experts each token chose (counted on the routers' device) and the routers' affinity scores. The training loop then calls
 `update_bias` after each optimizer step and, if alpha > 0, adds `sequence_balance_loss`.
 This module does not run training steps.
 """
@@ -28,7 +28,9 @@ class RouterProbe:
         self.n_experts = self.routers[0][1].e_score_correction_bias.numel()
         self.top_k = self.routers[0][1].top_k
         self.keep_logits = keep_logits
-        self.counts = torch.zeros(len(self.routers), self.n_experts, dtype=torch.float64)
+        # Expert choices counted where the router runs: no host sync inside the forward pass (a GPU would
+        # otherwise wait once per MoE layer per step); `take_counts` reads them once per step.
+        self.counts: torch.Tensor | None = None  # (n_routers, n_experts) int64, on the routers' device
         self.logits: list[torch.Tensor] = []  # (tokens, n_experts) per router, this forward only
         self.indices: list[torch.Tensor] = []
         self._handles = [m.register_forward_hook(self._hook(i)) for i, (_, m) in enumerate(self.routers)]
@@ -36,7 +38,11 @@ class RouterProbe:
     def _hook(self, i: int):
         def hook(_mod, _inp, out):
             router_logits, _weights, topk_idx = out  # (N, E), (N, K), (N, K)
-            self.counts[i] += torch.bincount(topk_idx.flatten().cpu(), minlength=self.n_experts).double()
+            idx = topk_idx.detach().flatten()
+            if self.counts is None or self.counts.device != idx.device:
+                self.counts = torch.zeros(len(self.routers), self.n_experts, dtype=torch.int64, device=idx.device)
+            # scatter_add_ into a fixed-size row: bincount would read the largest index back to size its output
+            self.counts[i].scatter_add_(0, idx, torch.ones_like(idx))
             if self.keep_logits:
                 self.logits.append(router_logits)
                 self.indices.append(topk_idx)
@@ -47,12 +53,15 @@ class RouterProbe:
         self.indices.clear()
 
     def take_counts(self) -> torch.Tensor:
-        """Expert loads since the last call, (n_routers, n_experts), summed across ranks."""
+        """Expert loads since the last call, (n_routers, n_experts) float64 on the CPU, summed across ranks:
+        the step's one read of the router statistics (after the optimizer step)."""
+        if self.counts is None:
+            return torch.zeros(len(self.routers), self.n_experts, dtype=torch.float64)
         c = self.counts.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(c)
         self.counts.zero_()
-        return c
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(c)  # on the routers' device: NCCL reduces GPU tensors only
+        return c.double().cpu()
 
     def remove(self) -> None:
         for h in self._handles:
