@@ -7,21 +7,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
+from test_pretrain import _cfg as pretrain_cfg
 from torch.overrides import TorchFunctionMode
 
 from r1flow.models.arch.deepseek_v3.balancing import RouterProbe, update_bias
 from r1flow.models.train import precision
 from r1flow.models.train.pretrain import PretrainConfig, build_model, pretrain
 
-DEBUG_MODEL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, q_lora_rank=32, intermediate_size=128,
-                   moe_intermediate_size=32, n_routed_experts=8, n_group=2, topk_group=1, num_experts_per_tok=2,
-                   max_position_embeddings=256)
-
 
 def _cfg(**kw) -> PretrainConfig:
-    base = dict(model=DEBUG_MODEL, steps=60, seq_len=128, batch_size=8, warmup_steps=4, lr=3e-3, log_every=1,
-                checkpoint_every=1000, mtp_depth=0)
-    return PretrainConfig(**(base | kw))
+    return pretrain_cfg(**({"steps": 60, "log_every": 1} | kw))  # test_pretrain's debug MoE, every step logged
 
 
 class GroupedGemms(TorchFunctionMode):
@@ -67,9 +62,9 @@ def test_autocast_experts_get_bf16_operands_and_change_nothing_in_float32():
     assert not torch.equal(after, before)
     saved = model.config.to_dict()
     assert precision.AUTOCAST_EXPERTS not in str(saved)  # checkpoints load without r1flow registered
-    dense = build_model(_cfg(model=dict(arch="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256)),
-                        _Tok(), torch.device("cpu"))
+    dense_shape = {"arch": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 256}
+    dense = build_model(_cfg(model=dense_shape), _Tok(), torch.device("cpu"))
     assert not precision.autocast_experts(dense)  # no routed experts: nothing to route
 
 
