@@ -1,5 +1,6 @@
-"""MoE pretraining speed on one device: tokens/s, MFU, peak memory and loss, before and after the routed-expert
-precision policy (models/train/precision.py), BF16 and FP8, against a dense model of similar activated size.
+"""MoE pretraining speed on one device: tokens/s, MFU, peak memory and loss, before and after the
+routed-expert precision policy (models/train/precision.py), BF16 and FP8, against a dense model of
+similar activated size.
 
     python bench/pretrain_mfu.py                  # GPU: v3_300m, the 3.3B V3-shaped MoE, the 1B dense Llama
     python bench/pretrain_mfu.py --quick          # tiny shapes, seconds on a CPU (checks the script runs)
@@ -44,16 +45,18 @@ VOCAB = 512  # about the tiny tokenizer's size, as in issue 20's measurements
 # activated by param_counts); DENSE_1B: a Llama with d 2048, 16 layers, GQA 16/8.
 MOE_3B = MoEModelConfig(hidden_size=2048, num_hidden_layers=12, num_attention_heads=16, q_lora_rank=1536,
                         kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128,
-                        intermediate_size=5632, moe_intermediate_size=1408, n_routed_experts=32, n_shared_experts=1,
-                        num_experts_per_tok=4, n_group=4, topk_group=2, first_k_dense_replace=1,
+                        intermediate_size=5632, moe_intermediate_size=1408, n_routed_experts=32,
+                        n_shared_experts=1, num_experts_per_tok=4, n_group=4, topk_group=2,
+                        first_k_dense_replace=1,
                         routed_scaling_factor=2.5, max_position_embeddings=4096)
 DENSE_1B = DenseModelConfig(arch="llama", hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
                             num_key_value_heads=8, intermediate_size=5632, max_position_embeddings=4096)
-FULL = [("v3_300m", FLAVORS["v3_300m"], 16, 1024), ("moe_3b", MOE_3B, 8, 2048), ("dense_1b", DENSE_1B, 8, 2048)]
+FULL = [("v3_300m", FLAVORS["v3_300m"], 16, 1024), ("moe_3b", MOE_3B, 8, 2048),
+        ("dense_1b", DENSE_1B, 8, 2048)]
 QUICK = [("debug_moe", FLAVORS["debug"], 4, 64),
          ("debug_dense", DenseModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                          num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256),
-          4, 64)]
+                                          num_key_value_heads=2, intermediate_size=128,
+                                          max_position_embeddings=256), 4, 64)]
 
 
 class _Tok:
@@ -92,8 +95,9 @@ def run(name: str, model_cfg, batch: int, seq: int, mode: str, steps: int, warmu
     trainable = Trainable(model, None).train()
     decay = [p for p in trainable.parameters() if p.ndim >= 2]
     rest = [p for p in trainable.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=cfg.betas, fused=device.type == "cuda")
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas,
+                            fused=device.type == "cuda")
     probe = RouterProbe(model, keep_logits=False) if moe else None
     data = [b.to(device) for b in batches(steps, batch, seq)]
     if device.type == "cuda":
@@ -133,8 +137,9 @@ def run(name: str, model_cfg, batch: int, seq: int, mode: str, steps: int, warmu
            "loss_tail_mean": sum(losses[-tail:]) / tail, "steps": steps, "timed_steps": steps - warmup}
     if fp8_mode is not None:
         row["fp8_flop_share"] = fp8_mode.flop_share()
-    print(f"{name:12s} {mode:12s} {tps:>12,.0f} tok/s  MFU {row['mfu']:6.1%}  mem {row['peak_memory_gb']:6.1f} GB  "
-          f"loss {losses[0]:.3f} -> {row['loss_tail_mean']:.3f}", flush=True)
+    print(f"{name:12s} {mode:12s} {tps:>12,.0f} tok/s  MFU {row['mfu']:6.1%}  "
+          f"mem {row['peak_memory_gb']:6.1f} GB  loss {losses[0]:.3f} -> {row['loss_tail_mean']:.3f}",
+          flush=True)
     del model, trainable, opt
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -143,7 +148,8 @@ def run(name: str, model_cfg, batch: int, seq: int, mode: str, steps: int, warmu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU seconds): checks the script, not speed")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny shapes (CPU seconds): checks the script, not speed")
     ap.add_argument("--steps", type=int, default=None, help="steps per row (default 60; --quick 8)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10; --quick 2)")
     ap.add_argument("--no-fp8", action="store_true", help="skip the FP8 rows (no SM90+ GPU or no torchao)")
@@ -164,20 +170,19 @@ def main() -> None:
     ratios = {}
     for name in dict.fromkeys(r["model"] for r in rows):
         by = {r["mode"]: r for r in rows if r["model"] == name}
-        if "bf16_before" in by:
-            ratios[f"{name}: bf16 / bf16_before tokens/s"] = by["bf16"]["tokens_per_s"] / by["bf16_before"]["tokens_per_s"]
-            ratios[f"{name}: bf16 vs bf16_before relative loss (tail mean)"] = (
-                abs(by["bf16"]["loss_tail_mean"] - by["bf16_before"]["loss_tail_mean"]) / by["bf16_before"]["loss_tail_mean"])
-        if "fp8" in by:
-            ratios[f"{name}: fp8 / bf16 tokens/s"] = by["fp8"]["tokens_per_s"] / by["bf16"]["tokens_per_s"]
-            ratios[f"{name}: fp8 vs bf16 relative loss (tail mean)"] = (
-                abs(by["fp8"]["loss_tail_mean"] - by["bf16"]["loss_tail_mean"]) / by["bf16"]["loss_tail_mean"])
+        for new, old in (("bf16", "bf16_before"), ("fp8", "bf16")):
+            if new in by and old in by:
+                a, b = by[new], by[old]
+                ratios[f"{name}: {new} / {old} tokens/s"] = a["tokens_per_s"] / b["tokens_per_s"]
+                ratios[f"{name}: {new} vs {old} relative loss (tail mean)"] = (
+                    abs(a["loss_tail_mean"] - b["loss_tail_mean"]) / b["loss_tail_mean"])
     for k, v in ratios.items():
         print(f"{k}: {v:.3f}")
     OUT.mkdir(exist_ok=True)
     path = OUT / f"pretrain_mfu_{'quick_' if args.quick else ''}{device_name()}.json"
-    path.write_text(json.dumps({"device": device_name(), "torch": torch.__version__, "bf16_matmul_flops": peak,
-                                "quick": args.quick, "rows": rows, "ratios": ratios}, indent=2))
+    path.write_text(json.dumps({"device": device_name(), "torch": torch.__version__,
+                                "bf16_matmul_flops": peak, "quick": args.quick, "rows": rows,
+                                "ratios": ratios}, indent=2))
     print(f"wrote {path}")
 
 

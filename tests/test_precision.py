@@ -16,7 +16,8 @@ from r1flow.models.train.pretrain import PretrainConfig, build_model, pretrain
 
 
 def _cfg(**kw) -> PretrainConfig:
-    return pretrain_cfg(**({"steps": 60, "log_every": 1} | kw))  # test_pretrain's debug MoE, every step logged
+    """test_pretrain's debug MoE and settings, 60 steps, every step logged."""
+    return pretrain_cfg(**({"steps": 60, "log_every": 1} | kw))
 
 
 class GroupedGemms(TorchFunctionMode):
@@ -76,7 +77,8 @@ def test_bf16_pretraining_updates_fp32_masters_and_tracks_float32(pretrain_data,
     runs = {}
     for prec in ("fp32", "bf16"):
         with GroupedGemms() as spy:
-            summary = pretrain(_cfg(precision=prec), *pretrain_data, tmp_path / prec, tmp_path / f"{prec}-work")
+            summary = pretrain(_cfg(precision=prec), *pretrain_data, tmp_path / prec,
+                               tmp_path / f"{prec}-work")
         hist = pq.read_table(tmp_path / prec / "r1flow" / "metrics.parquet").to_pandas()
         runs[prec] = (hist["train/loss"].to_numpy(), summary["heldout_loss"], spy.calls)
     training = [c for c in runs["bf16"][2] if c[0]]
@@ -105,8 +107,11 @@ def test_router_counts_stay_on_device_and_equal_the_bincount_of_the_choices():
     model = build_model(_cfg(), _Tok(), torch.device("cpu"))
     probe = RouterProbe(model, keep_logits=False)
     chosen: dict[int, list[torch.Tensor]] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: chosen.setdefault(i, []).append(out[2].flatten()))
-             for i, (_, m) in enumerate(probe.routers)]
+    def record(i):
+        # a router's output: (logits, weights, top-k indices)
+        return lambda _m, _i, out: chosen.setdefault(i, []).append(out[2].flatten())
+
+    hooks = [m.register_forward_hook(record(i)) for i, (_, m) in enumerate(probe.routers)]
     gen = torch.Generator().manual_seed(1)
     twin = build_model(_cfg(), _Tok(), torch.device("cpu"))
     for step in range(3):

@@ -2,7 +2,8 @@
 sequence-wise balance loss (DeepSeek-V3 report, sec. 2.1.2).
 
 `RouterProbe` hooks every router of a transformers `DeepseekV3ForCausalLM` and records, per forward,
-which experts each token chose (counted on the routers' device) and the routers' affinity scores. The training loop then calls
+which experts each token chose (counted on the routers' device) and the routers' affinity scores.
+The training loop then calls
 `update_bias` after each optimizer step and, if alpha > 0, adds `sequence_balance_loss`.
 This module does not run training steps.
 """
@@ -40,8 +41,9 @@ class RouterProbe:
             router_logits, _weights, topk_idx = out  # (N, E), (N, K), (N, K)
             idx = topk_idx.detach().flatten()
             if self.counts is None or self.counts.device != idx.device:
-                self.counts = torch.zeros(len(self.routers), self.n_experts, dtype=torch.int64, device=idx.device)
-            # scatter_add_ into a fixed-size row: bincount would read the largest index back to size its output
+                self.counts = torch.zeros(len(self.routers), self.n_experts, dtype=torch.int64,
+                                          device=idx.device)
+            # scatter_add_ into a fixed-size row: bincount reads the largest index back to size its output
             self.counts[i].scatter_add_(0, idx, torch.ones_like(idx))
             if self.keep_logits:
                 self.logits.append(router_logits)
