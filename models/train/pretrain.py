@@ -5,9 +5,9 @@
     torchrun --nproc_per_node 2 -m r1flow.models.train.pretrain --spec SPEC.json   # DDP (gloo on CPU)
 
 AdamW with linear warmup and cosine decay, gradient clipping, sequence packing, float32 on CPU and
-bf16 autocast on GPU (routed experts included: precision.py), auxiliary-loss-free balancing (bias update after every step), the optional
-sequence-wise balance loss and Multi-Token Prediction, and checkpoints in the work directory that a
-restarted run resumes from. Writes a Hugging Face checkpoint (safetensors + tokenizer) plus
+bf16 autocast on GPU (routed experts included: precision.py), auxiliary-loss-free balancing (bias
+update after every step), the optional sequence-wise balance loss and Multi-Token Prediction, and
+checkpoints in the work directory that a restarted run resumes from. Writes a Hugging Face checkpoint (safetensors + tokenizer) plus
 `r1flow/metrics.parquet` and `r1flow/expert_load.png`. Knows nothing about Prefect or the store.
 """
 
