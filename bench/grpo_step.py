@@ -10,6 +10,16 @@ training per step. The baseline is a plain `GRPOTrainer` with TRL's own sampling
 reward functions, and training is the rest of the step. The first step of each side is a warm-up and
 is left out. Targets (issue 7): r1flow at least 3x faster per step; weight sync at most 10% of a step.
 Writes bench/results/grpo_step_<device>.json. Never part of the test suite.
+
+    python bench/grpo_step.py --sync [--shape tiny|qwen2_0.5b] [--steps 4]
+
+Weight sync from memory (what `run_grpo` does with the in-process engine, `VLLMEngine.sync_from`) vs
+through a checkpoint directory per step (`save_pretrained` + `update_weights`, what it did before and
+what the server fleet still does), each a full `run_grpo` with the same seed, so rollouts, rewards and
+losses must match and only the sync differs. `tiny` is the recipe's base checkpoint; `qwen2_0.5b` is a
+randomly initialised policy with Qwen2-0.5B's shape (d 896, 24 layers, 14/2 heads, 151,936-token
+embedding, tied) and the recipe's tokenizer, with short generations. Target (issue 21): sync at most 2%
+of a step. Writes bench/results/grpo_sync_<shape>_<device>.json.
 """
 
 from __future__ import annotations
@@ -93,6 +103,80 @@ def summarize(steps: list[dict]) -> dict:
     return out
 
 
+QWEN2_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, max_position_embeddings=512, rope_theta=1e6,
+                 tie_word_embeddings=True)
+
+
+def random_policy(tokenizer_dir: str, out: Path) -> Path:
+    """A randomly initialised Qwen2-0.5B-shaped checkpoint with the recipe's tokenizer (no hub here)."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B, bos_token_id=tok.bos_token_id,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def disk_sync(self, model, scratch: Path) -> None:
+    """The sync before issue 21, for comparison: a checkpoint directory written and re-read per step."""
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    model.save_pretrained(str(scratch), safe_serialization=True)
+    self.update_weights(str(scratch))
+
+
+def compare_sync(recipe, refs, shape: str, steps: int) -> None:
+    import pyarrow.parquet as pq
+
+    from r1flow.models.rollout.engine import VLLMEngine
+
+    cfg = recipe.r1_zero.model_copy(update={"steps": steps, "checkpoint_every": 10**6})
+    if shape == "qwen2_0.5b":
+        cfg = cfg.model_copy(update={"prompts_per_step": 2, "num_generations": 4, "max_completion_length": 16,
+                                     "engine": cfg.engine.model_copy(update={"kv_cache_gib": 1.0})})
+    rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base = (Path(refs["pretrain"].path) if shape == "tiny"
+                else random_policy(refs["pretrain"].path, tmp / "policy"))
+        memory = VLLMEngine.sync_from
+        for mode in ("memory", "disk"):
+            VLLMEngine.sync_from = memory if mode == "memory" else disk_sync
+            try:
+                run_grpo(cfg, base, rows, tmp / mode / "out", tmp / mode / "work")
+            finally:
+                VLLMEngine.sync_from = memory
+            metrics = pq.read_table(tmp / mode / "out" / "r1flow" / "metrics.parquet").to_pylist()
+            runs[mode] = [{"step": m["step"], "step_s": m["time/step_s"], "generation_s": m["time/generation_s"],
+                           "weight_sync_s": m["time/weight_sync_s"], "rewards_s": m["time/rewards_s"],
+                           "training_s": m["time/training_s"], "reward_mean": m["rl/reward_mean"],
+                           "loss": m["train/loss"], "logprob_gap": m["rl/logprob_gap"]} for m in metrics]
+    same = all(a["reward_mean"] == b["reward_mean"] and a["loss"] == b["loss"]
+               for a, b in zip(runs["memory"], runs["disk"]))
+    s = {mode: summarize(r) for mode, r in runs.items()}
+    result = {"benchmark": "grpo_sync", "device": device_name(), "recipe": recipe.name, "shape": shape,
+              "steps": steps,
+              "prompts_per_step": cfg.prompts_per_step, "G": cfg.num_generations,
+              "max_completion_length": cfg.max_completion_length, "memory": s["memory"], "disk": s["disk"],
+              "sync_speedup": s["disk"]["weight_sync_s"] / s["memory"]["weight_sync_s"],
+              "weight_sync_share": {m: s[m]["weight_sync_s"] / s[m]["step_s"] for m in s},
+              "same_rewards_and_losses": same, "per_step": runs, "targets": {"weight_sync_share": 0.02}}
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"grpo_sync_{shape.replace('.', '')}_{device_name()}.json"
+    out.write_text(json.dumps(result, indent=1))
+    for m in ("memory", "disk"):
+        print(f"{m:6s} sync {s[m]['weight_sync_s']:.3f}s of {s[m]['step_s']:.2f}s/step "
+              f"({result['weight_sync_share'][m]:.1%}; gen {s[m]['generation_s']:.2f}, "
+              f"train {s[m]['training_s']:.2f})")
+    print(f"in-memory sync {result['sync_speedup']:.1f}x faster; same rewards and losses: {same}\nwrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="configs/tiny.yaml")
@@ -100,12 +184,17 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="Base checkpoint directory (default: the recipe's, from the store).")
     ap.add_argument("--world", default=None, help="World artifact directory with rl.parquet (default: from the store).")
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--sync", action="store_true",
+                    help="Compare weight sync from memory vs a checkpoint per step.")
+    ap.add_argument("--shape", choices=["tiny", "qwen2_0.5b"], default="tiny", help="With --sync: the policy.")
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, {"store": args.store} if args.store else None)
     store = ArtifactStore(recipe.store_root())
     refs = base_refs(store, recipe, args.base, args.world)
     if "pretrain" not in refs or "world" not in refs:
         raise SystemExit(f"no base checkpoint for {args.recipe} in {store.root}: run `make run` first")
+    if args.sync:
+        return compare_sync(recipe, refs, args.shape, args.steps)
     cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,13 @@ def _gap(model, engine, seqs) -> float:
 
 
 def test_engine_holds_trainer_weights_after_optimizer_steps(smoke_run, tmp_path):
+    """Both ways of syncing the in-process engine: from memory (`sync_from`, what GRPO uses: nothing
+    written) and from a checkpoint directory (`update_weights`); the tensors handed over from memory
+    are, bit for bit and by name, what `save_pretrained` writes (the MoE's fused experts unfused)."""
+    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
+
+    from r1flow.models.rollout.engine import checkpoint_tensors
 
     _, _, paths = smoke_run
     model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32)
@@ -40,10 +46,17 @@ def test_engine_holds_trainer_weights_after_optimizer_steps(smoke_run, tmp_path)
             model(input_ids=x, labels=x).loss.backward()
             opt.step()
             opt.zero_grad()
+            engine.sync_from(model, tmp_path / "scratch")
+            gap = _gap(model, engine, seqs)
+            assert gap <= 1e-3, f"step {step}: in-memory sync: engine vs trainer log-prob gap {gap:.2e}"
             model.save_pretrained(tmp_path / f"s{step}")
             engine.update_weights(str(tmp_path / f"s{step}"))
             gap = _gap(model, engine, seqs)
-            assert gap <= 1e-3, f"step {step}: engine vs trainer log-prob gap {gap:.2e}"
+            assert gap <= 1e-3, f"step {step}: checkpoint sync: engine vs trainer log-prob gap {gap:.2e}"
+        assert not (tmp_path / "scratch").exists()  # the in-memory sync wrote nothing
+        saved, mem = load_file(tmp_path / "s3" / "model.safetensors"), checkpoint_tensors(model)
+        assert any(".experts.0.gate_proj." in k for k in saved) and set(mem) == set(saved)
+        assert all(torch.equal(mem[k], saved[k]) for k in saved)
         # Root cause pinned: vLLM's reload alone skips the CPU MoE expert prepack, so reloading the very
         # weights the engine already holds moves its log-probs past the tolerance. If this starts failing,
         # vLLM fixed it and the repack in VLLMEngine.update_weights can go.
@@ -69,6 +82,9 @@ def test_grpo_killed_mid_run_resumes_from_checkpoint(smoke_run, tmp_path):
         run_grpo(cfg, paths["pretrain"], rows, out, work, on_step=kill)
     assert (work / "trainer" / "checkpoint-2").exists() and not out.exists()
     summary = run_grpo(cfg, paths["pretrain"], rows, out, work)
+    # Weights reached the engine in memory: the only model files written are TRL's resumable checkpoints.
+    written = sorted(str(p.relative_to(work)) for p in work.rglob("*.safetensors"))
+    assert written and all(w.startswith("trainer/checkpoint-") for w in written), written
     assert summary["resumed_from_step"] == 2
     metrics = pq.read_table(out / "r1flow" / "metrics.parquet").to_pydict()
     assert metrics["step"] == [1, 2, 3, 4]

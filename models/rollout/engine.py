@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,7 +85,24 @@ class RolloutEngine(Protocol):
 
     def update_weights(self, checkpoint_dir: str) -> None: ...
 
+    def sync_from(self, model, scratch: Path) -> None:
+        """Give the engine exactly `model`'s current weights; `scratch` is a directory it may use."""
+        ...
+
     def close(self) -> None: ...
+
+
+def checkpoint_tensors(model) -> dict:
+    """The tensors `model.save_pretrained` would write, by the names and in the layout of the checkpoint
+    (what vLLM's loaders read), without writing them. transformers holds some models' weights in another
+    layout than their checkpoints (DeepSeek-V3's routed experts fused into one (E, 2I, H) tensor, the
+    checkpoint has one gate/up/down matrix per expert); `save_pretrained` reverts that with
+    `revert_weight_conversion` after dropping tied weights, and so does this, with the same two
+    functions. Tensors share memory with the model where no conversion applies."""
+    from transformers.core_model_loading import revert_weight_conversion
+    from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+    return revert_weight_conversion(model, remove_tied_weights_from_state_dict(model.state_dict(), model))
 
 
 def check_checkpoint(path: str | os.PathLike) -> None:
@@ -198,6 +216,24 @@ class VLLMEngine:
         prepack after the reload. Cached prefixes hold keys/values of the old weights: reset them.
         tests/test_grpo.py holds the engine to the trainer's log-probs after optimizer steps."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": checkpoint_dir})
+        self._after_reload()
+
+    def load_weights(self, tensors: dict) -> None:
+        """Load weights from memory: checkpoint names -> tensors (`checkpoint_tensors`). The engine core runs
+        in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so `collective_rpc` calls the worker directly and
+        vLLM's `reload_weights` copies from the trainer's tensors; nothing is serialised or written. Then the
+        same CPU MoE prepack and prefix-cache reset as `update_weights`."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(tensors.items())})
+        self._after_reload()
+
+    def sync_from(self, model, scratch: Path) -> None:
+        """In memory; `scratch` is not used (no checkpoint per step)."""
+        import torch
+
+        with torch.no_grad():
+            self.load_weights(checkpoint_tensors(model))
+
+    def _after_reload(self) -> None:
         if on_cpu():
             self.llm.apply_model(repack_cpu_moe)
         self.llm.reset_prefix_cache()

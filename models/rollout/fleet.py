@@ -180,6 +180,16 @@ class VLLMServerFleet:
             out.append([plp[t][str(s[t])]["logprob"] for t in range(1, len(s))])
         return out
 
+    def sync_from(self, model, scratch: Path) -> None:
+        """Through a checkpoint directory: the one place r1flow still writes weights to sync them. Servers are
+        other processes (other nodes on a cluster); they read `scratch`, so it must be on storage they share.
+        (vLLM's weight-transfer engines, NCCL between GPUs, would stream the tensors instead.)"""
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+        model.save_pretrained(str(scratch), safe_serialization=True)
+        self.update_weights(str(scratch))
+
     def update_weights(self, checkpoint_dir: str) -> None:
         path = str(Path(checkpoint_dir).resolve())
         for url in self.urls:

@@ -3,7 +3,7 @@ the later RL stages).
 
 TRL owns the objective: group-relative advantages, the clipped ratio, the k3 KL to the reference
 model (DeepSeekMath, arXiv 2402.03300, eqs. 3-4). r1flow plugs in through TRL's `rollout_func`: each
-step the vLLM engine first receives the trainer's current weights (`VLLMEngine.update_weights`), then
+step the vLLM engine first receives the trainer's current weights (`sync_from`: in memory in-process), then
 samples G completions per prompt, and the rollout-vs-trainer log-prob gap is measured on a few of
 them. A callback writes per-step metrics and every rollout (Parquet), times each phase (generation,
 weight sync, rewards, training) and checkpoints are TRL's own (`save_steps`), resumed after a crash.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -217,10 +216,9 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
         step = trainer.state.global_step
         t0 = time.perf_counter()
         if state["synced_step"] != step:
-            # The engine must hold exactly the trainer's weights before it samples.
-            shutil.rmtree(sync_dir, ignore_errors=True)
-            trainer.model.save_pretrained(str(sync_dir), safe_serialization=True)
-            engine.update_weights(str(sync_dir))
+            # The engine must hold exactly the trainer's weights before it samples: in memory for the
+            # in-process engine, through `sync_dir` for a server fleet (models/rollout/fleet.py).
+            engine.sync_from(trainer.model, sync_dir)
             state["synced_step"] = step
         rec.sync_s = time.perf_counter() - t0
         # TRL hands us each prompt G times in a row; sample the group in one request (shared prefix).
