@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,33 +131,46 @@ def disk_sync(self, model, scratch: Path) -> None:
     self.update_weights(str(scratch))
 
 
-def compare_sync(recipe, refs, shape: str, steps: int) -> None:
-    import pyarrow.parquet as pq
-
-    from r1flow.models.rollout.engine import VLLMEngine
-
+def sync_cfg(recipe, shape: str, steps: int):
     cfg = recipe.r1_zero.model_copy(update={"steps": steps, "checkpoint_every": 10**6})
     if shape == "qwen2_0.5b":
         cfg = cfg.model_copy(update={"prompts_per_step": 2, "num_generations": 4, "max_completion_length": 16,
                                      "engine": cfg.engine.model_copy(update={"kv_cache_gib": 1.0})})
+    return cfg
+
+
+def sync_arm(recipe, refs, shape: str, steps: int, policy: Path, mode: str, out: Path) -> None:
+    """One side of --sync: `run_grpo` with the engine synced from memory or through a checkpoint."""
+    import pyarrow.parquet as pq
+
+    from r1flow.models.rollout.engine import VLLMEngine
+
+    if mode == "disk":
+        VLLMEngine.sync_from = disk_sync
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_grpo(sync_cfg(recipe, shape, steps), policy, rows, Path(tmp) / "out", Path(tmp) / "work")
+        metrics = pq.read_table(Path(tmp) / "out" / "r1flow" / "metrics.parquet").to_pylist()
+    out.write_text(json.dumps([{"step": m["step"], "step_s": m["time/step_s"], "generation_s": m["time/generation_s"],
+                                "weight_sync_s": m["time/weight_sync_s"], "rewards_s": m["time/rewards_s"],
+                                "training_s": m["time/training_s"], "reward_mean": m["rl/reward_mean"],
+                                "loss": m["train/loss"], "logprob_gap": m["rl/logprob_gap"]} for m in metrics]))
+
+
+def compare_sync(recipe, refs, shape: str, steps: int, argv: list[str]) -> None:
+    import subprocess
+
+    cfg = sync_cfg(recipe, shape, steps)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        base = (Path(refs["pretrain"].path) if shape == "tiny"
-                else random_policy(refs["pretrain"].path, tmp / "policy"))
-        memory = VLLMEngine.sync_from
+        policy = (Path(refs["pretrain"].path) if shape == "tiny"
+                  else random_policy(refs["pretrain"].path, tmp / "policy"))
+        # One process per side: two 0.5B policies, their reference models and engines do not fit 24 GiB.
         for mode in ("memory", "disk"):
-            VLLMEngine.sync_from = memory if mode == "memory" else disk_sync
-            try:
-                run_grpo(cfg, base, rows, tmp / mode / "out", tmp / mode / "work")
-            finally:
-                VLLMEngine.sync_from = memory
-            metrics = pq.read_table(tmp / mode / "out" / "r1flow" / "metrics.parquet").to_pylist()
-            runs[mode] = [{"step": m["step"], "step_s": m["time/step_s"], "generation_s": m["time/generation_s"],
-                           "weight_sync_s": m["time/weight_sync_s"], "rewards_s": m["time/rewards_s"],
-                           "training_s": m["time/training_s"], "reward_mean": m["rl/reward_mean"],
-                           "loss": m["train/loss"], "logprob_gap": m["rl/logprob_gap"]} for m in metrics]
+            subprocess.run([sys.executable, __file__, *argv, "--arm", mode, "--policy", str(policy),
+                            "--arm-out", str(tmp / f"{mode}.json")], check=True)
+            runs[mode] = json.loads((tmp / f"{mode}.json").read_text())
     same = all(a["reward_mean"] == b["reward_mean"] and a["loss"] == b["loss"]
                for a, b in zip(runs["memory"], runs["disk"]))
     s = {mode: summarize(r) for mode, r in runs.items()}
@@ -187,14 +201,19 @@ def main() -> None:
     ap.add_argument("--sync", action="store_true",
                     help="Compare weight sync from memory vs a checkpoint per step.")
     ap.add_argument("--shape", choices=["tiny", "qwen2_0.5b"], default="tiny", help="With --sync: the policy.")
+    ap.add_argument("--arm", choices=["memory", "disk"], help=argparse.SUPPRESS)  # --sync's child processes
+    ap.add_argument("--policy", help=argparse.SUPPRESS)
+    ap.add_argument("--arm-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     recipe = load_recipe(args.recipe, {"store": args.store} if args.store else None)
     store = ArtifactStore(recipe.store_root())
     refs = base_refs(store, recipe, args.base, args.world)
     if "pretrain" not in refs or "world" not in refs:
         raise SystemExit(f"no base checkpoint for {args.recipe} in {store.root}: run `make run` first")
+    if args.arm:
+        return sync_arm(recipe, refs, args.shape, args.steps, Path(args.policy), args.arm, Path(args.arm_out))
     if args.sync:
-        return compare_sync(recipe, refs, args.shape, args.steps)
+        return compare_sync(recipe, refs, args.shape, args.steps, sys.argv[1:])
     cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
     with tempfile.TemporaryDirectory() as tmp:

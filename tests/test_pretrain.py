@@ -125,3 +125,21 @@ def test_torchrun_two_processes_gloo(pretrain_data, tmp_path):
     b = load_file(str(tmp_path / "out2" / "model.safetensors"))
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
     assert (tmp_path / "work2" / "ckpt" / "model.safetensors").exists()
+
+
+def test_gradient_checkpointing_trains_the_same_model(pretrain_data, tmp_path):
+    """Recomputing each layer in the backward pass gives the losses, the router biases (the probe counts a
+    token once, not again in the recomputation) and the weights of the run that keeps activations."""
+    plain, out_plain = _train(pretrain_data, tmp_path, "plain", steps=8, log_every=1, bias_update_gamma=0.02)
+    ckpt, out_ckpt = _train(pretrain_data, tmp_path, "ckpt", steps=8, log_every=1, bias_update_gamma=0.02,
+                            gradient_checkpointing=True)
+    m0 = pq.read_table(out_plain / "r1flow" / "metrics.parquet").to_pylist()
+    m1 = pq.read_table(out_ckpt / "r1flow" / "metrics.parquet").to_pylist()
+    assert max(abs(a["train/loss"] - b["train/loss"]) for a, b in zip(m0, m1)) <= 1e-5
+    assert [a["moe/max_over_mean_load"] for a in m0] == [b["moe/max_over_mean_load"] for b in m1]
+    w0, w1 = load_file(str(out_plain / "model.safetensors")), load_file(str(out_ckpt / "model.safetensors"))
+    bias = [k for k in w0 if "e_score_correction_bias" in k]
+    assert bias and all(torch.equal(w0[k], w1[k]) for k in bias)
+    assert max((w0[k] - w1[k]).abs().max().item() for k in w0) <= 1e-5
+    with pytest.raises(ValueError, match="gradient_checkpointing with precision=fp8"):
+        _cfg(gradient_checkpointing=True, precision="fp8")

@@ -68,3 +68,24 @@ def test_loss_is_on_the_completion_and_its_eos_only(smoke_run, tmp_path):
     prompt_text = tok.decode([t for t, lab in zip(ids, labels) if lab == -100], skip_special_tokens=False)
     assert loss_text.strip().startswith("<think>") and s["response"] in loss_text and EOS in loss_text
     assert s["question"] in prompt_text and "<think>" not in prompt_text.split("Assistant:")[-1]
+
+
+def test_gradient_checkpointing_trains_the_same_model(smoke_run, tmp_path):
+    """`gradient_checkpointing: true` (TRL's, on the smoke MoE) recomputes activations in the backward pass;
+    the losses and the trained weights are those of the run that keeps them."""
+    from safetensors.torch import load_file
+
+    _, _, paths = smoke_run
+    samples = _samples(paths)
+    runs = {}
+    for gc in (False, True):
+        cfg = SFTStageConfig(epochs=2, learning_rate=5e-3, batch_size=4, warmup_ratio=0.0, checkpoint_every=1000,
+                             gradient_checkpointing=gc)
+        out = tmp_path / f"gc{int(gc)}"
+        run_sft(cfg, paths["pretrain"], samples, out, tmp_path / f"work{int(gc)}")
+        runs[gc] = (pq.read_table(out / "r1flow" / "metrics.parquet").column("train/loss").to_pylist(),
+                    load_file(out / "model.safetensors"))
+    (loss0, w0), (loss1, w1) = runs[False], runs[True]
+    assert len(loss0) == len(loss1) == 4 and max(abs(a - b) for a, b in zip(loss0, loss1)) <= 1e-5
+    assert set(w0) == set(w1) and max((w0[k] - w1[k]).abs().max().item() for k in w0) <= 1e-5
+    assert any((w0[k] != load_file(f"{paths['pretrain']}/model.safetensors")[k]).any() for k in w0)  # it trained

@@ -67,6 +67,9 @@ class GRPOStageConfig(PromptSources):
     families: list[str] = Field(default_factory=lambda: ["add", "arith", "countdown"],
                                 description="Task families whose RL prompts are used.")
     checkpoint_every: int = Field(20, ge=1, description="Save a resumable trainer checkpoint every N steps.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them (TRL's / "
+                           "transformers' gradient_checkpointing): less memory, about one more forward of compute.")
     gap_samples: int = Field(8, ge=1, description="Completions per step on which the rollout-vs-trainer gap is measured.")
     seed: int = Field(0)
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine for rollouts.")
@@ -102,7 +105,8 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, gpu: bool):
         temperature=cfg.temperature, top_p=cfg.top_p, max_grad_norm=cfg.max_grad_norm,
         reward_weights=list(cfg.rewards.values()), logging_steps=1, save_strategy="steps",
         save_steps=cfg.checkpoint_every, report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
-        disable_tqdm=True, log_completions=False, save_only_model=False)
+        disable_tqdm=True, log_completions=False, save_only_model=False,
+        gradient_checkpointing=cfg.gradient_checkpointing)
 
 
 def build_prompt_dataset(rows: list[dict], tokenizer, cfg: GRPOStageConfig):

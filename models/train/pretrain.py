@@ -97,6 +97,10 @@ class PretrainConfig(BaseModel):
                     "scaling (models/arch/fp8.py): torchao's blockwise FP8 GEMMs on SM90+ GPUs, "
                     "quantize-dequantize emulation on CPU.")
     heldout_max_rows: int = Field(64, ge=1, description="Packed held-out rows for the held-out loss.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each decoder layer's activations in the backward pass instead of keeping "
+                           "them (transformers' gradient checkpointing, non-reentrant): activation memory of "
+                           "about one layer instead of all, for about one more forward pass of compute.")
 
     @model_validator(mode="after")
     def _check_parallel(self) -> "PretrainConfig":
@@ -105,6 +109,11 @@ class PretrainConfig(BaseModel):
         if self.parallel == "fsdp" and self.precision == "fp8":
             raise ValueError("parallel=fsdp with precision=fp8 is not supported yet (the FP8 exclusions of "
                              "models/arch/fp8.py do not see FSDP's unsharded weights); use parallel=ddp for fp8")
+        # FP8 GEMMs come from a TorchFunctionMode around the forward pass; a recomputation in the backward
+        # pass would run outside it, in higher precision, and its saved tensors would not match.
+        if self.gradient_checkpointing and self.precision == "fp8":
+            raise ValueError("gradient_checkpointing with precision=fp8 is not supported (the backward pass would "
+                             "recompute the layers without the FP8 GEMMs); use bf16 or turn one off")
         return self
 
     @model_validator(mode="after")
@@ -300,6 +309,8 @@ def pretrain(cfg: PretrainConfig, corpus: Path, heldout: Path, tokenizer_dir: Pa
     held = pack(pq.read_table(heldout, columns=["text"]).column("text").to_pylist(), tok, cfg.seq_len,
                 cfg.seed)[: cfg.heldout_max_rows]
     model = build_model(cfg, tok, device)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mtp = MultiTokenPrediction(model, cfg.mtp_depth).to(device) if cfg.mtp_depth else None
     trainable = Trainable(model, mtp)
     fsdp = world > 1 and cfg.parallel == "fsdp"

@@ -46,6 +46,9 @@ class RewardModelConfig(BaseModel):
     learning_rate: float = Field(1e-4, gt=0, lt=1)
     batch_size: int = Field(16, ge=1, description="Pairs per optimizer step.")
     max_length: int = Field(256, ge=16, description="Longest prompt + response in tokens.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them (TRL's / "
+                           "transformers' gradient_checkpointing): less memory, about one more forward of compute.")
     seed: int = Field(0)
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine for the policy's answers.")
 
@@ -127,7 +130,8 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
                         per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                         lr_scheduler_type="cosine", warmup_steps=0.05, max_length=cfg.max_length,
                         logging_steps=1, save_strategy="no", report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu,
-                        seed=cfg.seed, disable_tqdm=True, dataset_num_proc=None)
+                        seed=cfg.seed, disable_tqdm=True, dataset_num_proc=None,
+                        gradient_checkpointing=cfg.gradient_checkpointing)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(train), processing_class=tok)
     trainer.train()

@@ -40,6 +40,9 @@ class SFTStageConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(100, ge=1, description="Save a resumable trainer checkpoint every N steps.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass instead of keeping them (TRL's / "
+                           "transformers' gradient_checkpointing): less memory, about one more forward of compute.")
     seed: int = Field(0)
     datasets: list[str] = Field(default_factory=list, description=(
         "Imported SFT sources (names in the recipe's `data:`, use: sft), added to the stage's generated data."))
@@ -139,7 +142,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length,
                      completion_only_loss=True, packing=False, logging_steps=1, save_strategy="steps",
                      save_steps=cfg.checkpoint_every, report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
-                     disable_tqdm=True, save_only_model=False, dataset_num_proc=None)
+                     disable_tqdm=True, save_only_model=False, dataset_num_proc=None,
+                     gradient_checkpointing=cfg.gradient_checkpointing)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(samples), processing_class=tok,
                          callbacks=[Log()])

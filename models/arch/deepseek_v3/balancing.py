@@ -38,6 +38,12 @@ class RouterProbe:
 
     def _hook(self, i: int):
         def hook(_mod, _inp, out):
+            # Under gradient checkpointing the backward pass re-runs each layer's forward, routers included
+            # (the same choices): count each token once, in the forward pass. A recomputation runs inside
+            # an autograd graph task, the forward pass outside any (-1). Measured: without this check the
+            # counts of a checkpointed step doubled (tests/test_pretrain.py).
+            if torch._C._current_graph_task_id() != -1:
+                return
             router_logits, _weights, topk_idx = out  # (N, E), (N, K), (N, K)
             idx = topk_idx.detach().flatten()
             if self.counts is None or self.counts.device != idx.device:
