@@ -274,9 +274,10 @@ STAGE_MARK = {s: re.compile(rf"Task run '{s}[':]") for s in ("world", "tokenizer
                                              "reasoning_rl", "rejection_sampling", "sft_mix", "reward_model",
                                              "final_rl", "student_pretrain", "distill_traces", "distill",
                                              "student_rl", "evaluate", "export", "report")}
-# Stage 9, the export and the report get one kill each, the others two (CI time).
-TRIALS = {s: 1 if s in ("student_pretrain", "distill_traces", "distill", "student_rl", "export", "report") else 2
-          for s in STAGE_MARK}
+# Pretraining and R1-Zero (resumable checkpoints, the longest writes) get two kills each, the others one:
+# each trial is a CLI start and a cached re-run up to the stage (about 22 s), and make test must stay
+# within CI's 30 minutes.
+TRIALS = {s: 2 if s in ("pretrain", "r1_zero") else 1 for s in STAGE_MARK}
 
 
 def _cli(store: Path, *extra: str) -> subprocess.Popen:
@@ -307,7 +308,7 @@ def _digests(root: Path, stage: str, path: str) -> set[str]:
 
 
 def test_sigkill_inside_every_stage_never_leaves_a_partial_artifact(smoke_run, tmp_path):
-    """Two trials per stage (one for stage 9 and the report): start the CLI, SIGKILL its process group at a random moment after the
+    """One trial per stage (two for pretrain and r1_zero): start the CLI, SIGKILL its process group at a random moment after the
     stage's task starts; then a clean re-run finishes and the deterministic stages have the ids (or,
     for pretraining, the weights) of the uninterrupted run (the session's smoke run)."""
     _, ref_root, _ = smoke_run
@@ -327,7 +328,7 @@ def test_sigkill_inside_every_stage_never_leaves_a_partial_artifact(smoke_run, t
         proc.wait()
         proc.stdout.close()
         _assert_whole(root)
-    assert len(killed_in) >= 19, killed_in  # most kills landed while the run was still going
+    assert len(killed_in) >= 13, killed_in  # most of the 20 kills landed while the run was still going
     final = _cli(root)
     log = final.communicate(timeout=900)[0]
     assert final.returncode == 0, log[-3000:]
