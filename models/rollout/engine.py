@@ -98,10 +98,16 @@ def checkpoint_tensors(model) -> dict:
     layout than their checkpoints (DeepSeek-V3's routed experts fused into one (E, 2I, H) tensor, the
     checkpoint has one gate/up/down matrix per expert); `save_pretrained` reverts that with
     `revert_weight_conversion` after dropping tied weights, and so does this, with the same two
-    functions. Tensors share memory with the model where no conversion applies."""
+    functions. Tensors share memory with the model where no conversion applies. A PEFT model gives its
+    base's tensors with the LoRA updates added (models/train/lora.py: `merged_state_dict`)."""
     from transformers.core_model_loading import revert_weight_conversion
     from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
+    from r1flow.models.train.lora import is_peft, merged_state_dict
+
+    if is_peft(model):
+        base = model.get_base_model()
+        return revert_weight_conversion(base, remove_tied_weights_from_state_dict(merged_state_dict(model), base))
     return revert_weight_conversion(model, remove_tied_weights_from_state_dict(model.state_dict(), model))
 
 

@@ -36,6 +36,7 @@ from r1flow.models.rollout.engine import EngineConfig, SamplingConfig, check_che
 from r1flow.models.rollout.fleet import make_engine
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import save_trained
+from r1flow.models.train.lora import LoraSettings
 
 
 class GRPOStageConfig(PromptSources):
@@ -70,6 +71,8 @@ class GRPOStageConfig(PromptSources):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass instead of keeping them (TRL's / "
                            "transformers' gradient_checkpointing): less memory, about one more forward of compute.")
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters only (PEFT); the engine samples "
+                                                        "and the checkpoint holds the merged weights.")
     gap_samples: int = Field(8, ge=1, description="Completions per step on which the rollout-vs-trainer gap is measured.")
     seed: int = Field(0)
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine for rollouts.")
@@ -324,7 +327,8 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     args = grpo_args(cfg, trainer_dir, gpu)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = GRPOTrainer(model=model, reward_funcs=[recorded(n) for n in names], args=args, train_dataset=dataset,
-                          processing_class=tok, rollout_func=rollout, callbacks=[Recorder()])
+                          processing_class=tok, rollout_func=rollout, callbacks=[Recorder()],
+                          peft_config=cfg.lora.to_peft() if cfg.lora else None)
     try:
         trainer.train(resume_from_checkpoint=last)
     finally:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from r1flow.data.templates import prompt_messages
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import save_trained
+from r1flow.models.train.lora import LoraSettings
 
 
 class SFTStageConfig(BaseModel):
@@ -43,6 +44,8 @@ class SFTStageConfig(BaseModel):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass instead of keeping them (TRL's / "
                            "transformers' gradient_checkpointing): less memory, about one more forward of compute.")
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters only (PEFT); the checkpoint holds "
+                                                        "the merged weights.")
     seed: int = Field(0)
     datasets: list[str] = Field(default_factory=list, description=(
         "Imported SFT sources (names in the recipe's `data:`, use: sft), added to the stage's generated data."))
@@ -146,7 +149,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
                      gradient_checkpointing=cfg.gradient_checkpointing)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(samples), processing_class=tok,
-                         callbacks=[Log()])
+                         callbacks=[Log()], peft_config=cfg.lora.to_peft() if cfg.lora else None)
     # TRL drops examples whose completion truncation removed entirely (a prompt alone at max_length).
     kept = len(trainer.train_dataset)
     if kept == 0:
