@@ -24,6 +24,14 @@ def _gap(model, engine, seqs) -> float:
     return max((r - torch.tensor(g)).abs().max().item() for r, g in zip(_logprobs(model, seqs), engine.prompt_logprobs(seqs)))
 
 
+def _random_step(model, opt, g) -> None:
+    """One optimizer step of next-token loss on random tokens (moves every trained weight)."""
+    x = torch.randint(0, model.config.vocab_size, (4, 32), generator=g)
+    model(input_ids=x, labels=x).loss.backward()
+    opt.step()
+    opt.zero_grad()
+
+
 def test_engine_holds_trainer_weights_after_optimizer_steps(smoke_run, tmp_path):
     """Both ways of syncing the in-process engine: from memory (`sync_from`, what GRPO uses: nothing
     written) and from a checkpoint directory (`update_weights`); the tensors handed over from memory
@@ -42,10 +50,7 @@ def test_engine_holds_trainer_weights_after_optimizer_steps(smoke_run, tmp_path)
     seqs = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (16, 70)]
     try:
         for step in range(4):
-            x = torch.randint(0, vocab, (4, 32), generator=g)
-            model(input_ids=x, labels=x).loss.backward()
-            opt.step()
-            opt.zero_grad()
+            _random_step(model, opt, g)
             engine.sync_from(model, tmp_path / "scratch")
             gap = _gap(model, engine, seqs)
             assert gap <= 1e-3, f"step {step}: in-memory sync: engine vs trainer log-prob gap {gap:.2e}"

@@ -11,20 +11,9 @@ import torch
 from r1flow.data.schemas import read_rows
 from r1flow.models.rollout.engine import EngineConfig, VLLMEngine, checkpoint_tensors
 from r1flow.models.train.lora import LoraSettings
+from test_grpo import _gap, _logprobs, _random_step
 
 pytestmark = pytest.mark.slow
-
-
-def _logprobs(model, seqs):
-    with torch.no_grad():
-        return [torch.log_softmax(model(torch.tensor([s])).logits[0].float(), -1)[torch.arange(len(s) - 1),
-                                                                                    torch.tensor(s[1:])]
-                for s in seqs]
-
-
-def _gap(model, engine, seqs) -> float:
-    return max((r - torch.tensor(g)).abs().max().item()
-               for r, g in zip(_logprobs(model, seqs), engine.prompt_logprobs(seqs)))
 
 
 def test_adapters_train_the_base_stays_and_the_engine_holds_the_merged_weights(smoke_run, tmp_path):
@@ -45,10 +34,7 @@ def test_adapters_train_the_base_stays_and_the_engine_holds_the_merged_weights(s
     engine = VLLMEngine(paths["pretrain"], EngineConfig(kv_cache_gib=0.25, max_model_len=256))
     try:
         for step in range(3):
-            x = torch.randint(0, vocab, (4, 32), generator=g)
-            model(input_ids=x, labels=x).loss.backward()
-            opt.step()
-            opt.zero_grad()
+            _random_step(model, opt, g)
             engine.sync_from(model, tmp_path / "scratch")
             gap = _gap(model, engine, seqs)
             assert gap <= 1e-3, f"step {step}: engine vs LoRA trainer log-prob gap {gap:.2e}"
