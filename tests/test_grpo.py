@@ -24,12 +24,24 @@ def _gap(model, engine, seqs) -> float:
     return max((r - torch.tensor(g)).abs().max().item() for r, g in zip(_logprobs(model, seqs), engine.prompt_logprobs(seqs)))
 
 
-def _random_step(model, opt, g) -> None:
-    """One optimizer step of next-token loss on random tokens (moves every trained weight)."""
-    x = torch.randint(0, model.config.vocab_size, (4, 32), generator=g)
-    model(input_ids=x, labels=x).loss.backward()
-    opt.step()
-    opt.zero_grad()
+def steps_hold_the_engine(model, engine, opt, steps: int, scratch, after=None) -> list[list[int]]:
+    """`steps` optimizer steps of next-token loss on random tokens (every trained weight moves); after each,
+    `engine.sync_from(model)` and the engine's log-probs on two random sequences equal the trainer's to
+    1e-3; then `after(step, seqs)` if given. Returns the sequences."""
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    seqs = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (16, 70)]
+    for step in range(steps):
+        x = torch.randint(0, vocab, (4, 32), generator=g)
+        model(input_ids=x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        engine.sync_from(model, scratch)
+        gap = _gap(model, engine, seqs)
+        assert gap <= 1e-3, f"step {step}: in-memory sync: engine vs trainer log-prob gap {gap:.2e}"
+        if after:
+            after(step, seqs)
+    return seqs
 
 
 def test_engine_holds_trainer_weights_after_optimizer_steps(smoke_run, tmp_path):
@@ -45,19 +57,15 @@ def test_engine_holds_trainer_weights_after_optimizer_steps(smoke_run, tmp_path)
     model = AutoModelForCausalLM.from_pretrained(paths["pretrain"], dtype=torch.float32)
     engine = VLLMEngine(paths["pretrain"], EngineConfig(kv_cache_gib=0.25, max_model_len=256))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    vocab = model.config.vocab_size
-    seqs = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in (16, 70)]
+
+    def through_a_checkpoint(step, seqs):
+        model.save_pretrained(tmp_path / f"s{step}")
+        engine.update_weights(str(tmp_path / f"s{step}"))
+        gap = _gap(model, engine, seqs)
+        assert gap <= 1e-3, f"step {step}: checkpoint sync: engine vs trainer log-prob gap {gap:.2e}"
+
     try:
-        for step in range(4):
-            _random_step(model, opt, g)
-            engine.sync_from(model, tmp_path / "scratch")
-            gap = _gap(model, engine, seqs)
-            assert gap <= 1e-3, f"step {step}: in-memory sync: engine vs trainer log-prob gap {gap:.2e}"
-            model.save_pretrained(tmp_path / f"s{step}")
-            engine.update_weights(str(tmp_path / f"s{step}"))
-            gap = _gap(model, engine, seqs)
-            assert gap <= 1e-3, f"step {step}: checkpoint sync: engine vs trainer log-prob gap {gap:.2e}"
+        seqs = steps_hold_the_engine(model, engine, opt, 4, tmp_path / "scratch", after=through_a_checkpoint)
         assert not (tmp_path / "scratch").exists()  # the in-memory sync wrote nothing
         saved, mem = load_file(tmp_path / "s3" / "model.safetensors"), checkpoint_tensors(model)
         assert any(".experts.0.gate_proj." in k for k in saved) and set(mem) == set(saved)
