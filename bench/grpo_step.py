@@ -122,15 +122,6 @@ def random_policy(tokenizer_dir: str, out: Path) -> Path:
     return out
 
 
-def disk_sync(self, model, scratch: Path) -> None:
-    """The sync before issue 21, for comparison: a checkpoint directory written and re-read per step."""
-    import shutil
-
-    shutil.rmtree(scratch, ignore_errors=True)
-    model.save_pretrained(str(scratch), safe_serialization=True)
-    self.update_weights(str(scratch))
-
-
 def sync_cfg(recipe, shape: str, steps: int):
     cfg = recipe.r1_zero.model_copy(update={"steps": steps, "checkpoint_every": 10**6})
     if shape == "qwen2_0.5b":
@@ -144,9 +135,10 @@ def sync_arm(recipe, refs, shape: str, steps: int, policy: Path, mode: str, out:
     import pyarrow.parquet as pq
 
     from r1flow.models.rollout.engine import VLLMEngine
+    from r1flow.models.rollout.fleet import VLLMServerFleet
 
-    if mode == "disk":
-        VLLMEngine.sync_from = disk_sync
+    if mode == "disk":  # the sync before issue 21 (and the fleet's): a checkpoint written and re-read per step
+        VLLMEngine.sync_from = VLLMServerFleet.sync_from
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
     with tempfile.TemporaryDirectory() as tmp:
         run_grpo(sync_cfg(recipe, shape, steps), policy, rows, Path(tmp) / "out", Path(tmp) / "work")

@@ -28,7 +28,8 @@ class LoraSettings(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
     target_modules: list[str] | str = Field(
         "all-linear", description="Module names to adapt, or 'all-linear' (every nn.Linear but the output head; "
-                                  "the MoE's fused routed experts are not nn.Linear and stay frozen).")
+                                  "peft also adapts the MoE's fused routed-expert tensors, through its "
+                                  "parameter wrappers).")
 
     def to_peft(self):
         from peft import LoraConfig
