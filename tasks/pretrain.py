@@ -2,23 +2,18 @@
 model), stage 9's `student_pretrain` (a dense student, or one the user names) and `distill_teacher`
 (a teacher the user names, imported).
 
-With `nproc > 1` the training runs under `torchrun` in a child process; this task forwards its output
-and terminates it (and its workers) if the task is cancelled, so no orphan keeps a core or a GPU.
+With `nproc > 1` the training runs under `torchrun` in a child process (tasks/common.py `launch`, as every
+training stage does), which forwards its output and terminates it (and its workers) if the task is
+cancelled, so no orphan keeps a core or a GPU.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from r1flow.data.store import ArtifactRef
 from r1flow.models.train import pretrain as pt
-from r1flow.procs import stop_process_group
-from r1flow.tasks.common import BuildContext, Progress, log, publish_markdown
+from r1flow.tasks.common import BuildContext, Progress, launch, publish_markdown
 
 
 def import_base(source: str, tokenizer_dir: Path, out: Path, summary: dict) -> None:
@@ -56,28 +51,9 @@ def train(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, 
 
 
 def run_torchrun(cfg: pt.PretrainConfig, corpus: Path, heldout: Path, tok: Path, out: Path, work: Path) -> dict:
-    spec = work / "spec.json"
-    summary_path = work / "summary.json"
-    spec.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "corpus": str(corpus), "heldout": str(heldout),
-                                "tokenizer": str(tok), "out": str(out), "work": str(work),
-                                "summary": str(summary_path)}))
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    cmd = [torchrun, "--standalone", f"--nproc_per_node={cfg.nproc}", "-m", "r1flow.models.train.pretrain",
-           "--spec", str(spec)]
-    log(f"[pretrain] launching: {' '.join(cmd)}")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        for line in proc.stdout:
-            if line.startswith("[pretrain]"):
-                log(line.rstrip())
-        rc = proc.wait()
-    except BaseException:
-        # Cancellation or crash of this task: take the whole process group (torchrun + workers) down.
-        stop_process_group(proc, grace=30)
-        raise
-    if rc != 0:
-        raise RuntimeError(f"pretrain: torchrun exited with code {rc}")
-    return json.loads(summary_path.read_text())
+    return launch("pretrain", "r1flow.models.train.pretrain", cfg,
+                  {"config": cfg.model_dump(mode="json"), "corpus": str(corpus), "heldout": str(heldout),
+                   "tokenizer": str(tok), "out": str(out), "work": str(work)}, work, Progress("pretrain", cfg.steps))
 
 
 def pretrain_markdown(s: dict, img: Path) -> str:

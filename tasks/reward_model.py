@@ -5,6 +5,7 @@ role: `policy` (sft_mix) and `world` (the prompts).
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from r1flow.data.schemas import write_rows
 from r1flow.models.eval import collect
 from r1flow.models.train import reward_model
-from r1flow.tasks.common import BuildContext, log
+from r1flow.tasks.common import BuildContext, launch, log
 
 
 def build_reward_model(b: BuildContext) -> None:
@@ -30,7 +31,14 @@ def build_reward_model(b: BuildContext) -> None:
     heldout = [p for p in pairs if p["split"] == "heldout"]
     log(f"[reward_model] {len(train)} training and {len(heldout)} held-out preference pairs "
         f"({dict(Counter(p['source'] for p in pairs))})")
-    b.summary |= reward_model.train_reward_model(cfg, Path(policy.path), train, heldout, out, b.work)
+    if cfg.launched:  # several processes: torchrun runs models/train/reward_model.py's worker
+        spec = {"config": cfg.model_dump(mode="json"), "base": policy.path, "out": str(out), "work": str(b.work)}
+        for name, part in (("train", train), ("heldout", heldout)):
+            spec[name] = str(b.work / f"{name}_pairs.json")
+            Path(spec[name]).write_text(json.dumps(part))
+        b.summary |= launch("reward_model", "r1flow.models.train.reward_model", cfg, spec, b.work)
+    else:
+        b.summary |= reward_model.train_reward_model(cfg, Path(policy.path), train, heldout, out, b.work)
     extra = out / "r1flow"
     extra.mkdir(exist_ok=True)
     write_rows(pairs, extra / "pairs.parquet", "preference_pairs")

@@ -8,11 +8,12 @@ prompts, unless the stage's `datasets` leave it out), `data:NAME` (imported prom
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 from r1flow.data.schemas import read_rows
 from r1flow.models.train import grpo
-from r1flow.tasks.common import BuildContext, Progress, imported, publish_markdown
+from r1flow.tasks.common import BuildContext, Progress, imported, launch, publish_markdown
 
 
 def curves_markdown(stage: str, summary: dict, png: Path) -> str:
@@ -27,15 +28,24 @@ def curves_markdown(stage: str, summary: dict, png: Path) -> str:
 def build_rl(b: BuildContext) -> None:
     cfg: grpo.GRPOStageConfig = b.node.config
     label = b.node.name
-    learned = {}
-    if "reward_model" in b.parents:
-        from r1flow.models.train import reward_model
-
-        learned["helpfulness"] = reward_model.RewardModelScorer(b.parents["reward_model"].path)
+    rm = b.parents["reward_model"].path if "reward_model" in b.parents else None
     rows = read_rows(b.parents["world"].file("rl.parquet"), "prompts") if "world" in b.parents else []
     rows += [r for rows_ in imported(b).values() for r in rows_]  # the recipe's own prompts (cfg.datasets)
     progress = Progress(label, cfg.steps)
-    b.summary |= grpo.run_grpo(cfg, Path(b.parents["policy"].path), rows, b.out, b.work,
-                               on_step=lambda m: progress.update(m["step"]), stage=label, learned_rewards=learned)
+    if cfg.launched:  # several processes: torchrun runs models/train/grpo.py's worker
+        prompts = b.work / "prompts.jsonl"
+        prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        b.summary |= launch(label, "r1flow.models.train.grpo", cfg,
+                            {"config": cfg.model_dump(mode="json"), "base": b.parents["policy"].path,
+                             "prompts": str(prompts), "reward_model": rm, "out": str(b.out), "work": str(b.work),
+                             "stage": label}, b.work, progress)
+    else:
+        learned = {}
+        if rm:
+            from r1flow.models.train import reward_model
+
+            learned["helpfulness"] = reward_model.RewardModelScorer(rm)
+        b.summary |= grpo.run_grpo(cfg, Path(b.parents["policy"].path), rows, b.out, b.work, stage=label,
+                                   on_step=lambda m: progress.update(m["step"]), learned_rewards=learned)
     publish_markdown(f"r1flow-{label}-curves", curves_markdown(label, b.summary, b.out / "r1flow" / "curves.png"),
                      f"{label}: training curves (R1 paper Figures 2-3 analogue)")

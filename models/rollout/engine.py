@@ -108,7 +108,15 @@ def checkpoint_tensors(model) -> dict:
     if is_peft(model):
         base = model.get_base_model()
         return revert_weight_conversion(base, remove_tied_weights_from_state_dict(merged_state_dict(model), base))
-    return revert_weight_conversion(model, remove_tied_weights_from_state_dict(model.state_dict(), model))
+    return revert_weight_conversion(model, remove_tied_weights_from_state_dict(full_state_dict(model), model))
+
+
+def full_state_dict(model) -> dict:
+    """`model.state_dict()`, with FSDP2's shards (DTensors) gathered into whole tensors: every process of
+    the group must call it (one all-gather per tensor, in the same order everywhere)."""
+    from torch.distributed.tensor import DTensor
+
+    return {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in model.state_dict().items()}
 
 
 def check_checkpoint(path: str | os.PathLike) -> None:
@@ -183,6 +191,10 @@ def repack_cpu_moe(model) -> int:
     return n
 
 
+def _torchrun_world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 class VLLMEngine:
     """In-process vLLM `LLM` over a Hugging Face checkpoint directory."""
 
@@ -192,7 +204,13 @@ class VLLMEngine:
         from vllm import LLM
 
         self.model_dir = model_dir
-        self.llm = LLM(model=model_dir, **vllm_args(cfg))
+        args = vllm_args(cfg)
+        if _torchrun_world() > 1:
+            # One engine per training process (torchrun; models/train/launch.py), as TRL's colocate mode
+            # does: vLLM joins the processes torchrun started instead of starting its own, and each
+            # engine serves its own process's prompts.
+            args["distributed_executor_backend"] = "external_launcher"
+        self.llm = LLM(model=model_dir, **args)
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, n: list[int] | None = None,

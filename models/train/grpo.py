@@ -35,16 +35,20 @@ from r1flow.data.world import INSTRUCTION_FAMILIES, REASONING_FAMILIES
 from r1flow.models.rollout.engine import EngineConfig, SamplingConfig, check_checkpoint
 from r1flow.models.rollout.fleet import make_engine
 from r1flow.models.train import tracking
-from r1flow.models.train.checkpoint import save_trained
+from r1flow.models.train.checkpoint import last_checkpoint, save_trained
+from r1flow.models.train.launch import Processes, rank, trainer_kwargs, worker_main
 from r1flow.models.train.lora import LoraSettings
+from r1flow.models.train.sft import lora_check
 
 
-class GRPOStageConfig(PromptSources):
+class GRPOStageConfig(PromptSources, Processes):
     """An RL stage: GRPO hyper-parameters (names as in TRL's GRPOConfig), rewards, rollouts, and where
-    its prompts come from (`datasets`, `template`: data/sources.py)."""
+    its prompts come from (`datasets`, `template`: data/sources.py). `nproc`/`parallel` train it on
+    several processes (models/train/launch.py), each with its own colocated engine."""
 
     steps: int = Field(60, ge=1, description="Optimizer steps (one generation batch each).")
-    prompts_per_step: int = Field(8, ge=1, description="Distinct prompts per step.")
+    prompts_per_step: int = Field(8, ge=1, description="Distinct prompts per step, over all processes (each "
+                                                       "process samples and trains on an equal share).")
     num_generations: int = Field(8, ge=2, description="G, completions per prompt (R1: 16).")
     learning_rate: float = Field(2e-5, gt=0, lt=1, description="Constant learning rate (R1: 3e-6).")
     beta: float = Field(0.001, ge=0, description="KL coefficient to the reference model (R1: 0.001).")
@@ -92,6 +96,13 @@ class GRPOStageConfig(PromptSources):
         if self.max_completion_length >= self.engine.max_model_len:
             raise ValueError(f"max_completion_length ({self.max_completion_length}) leaves no room for the prompt "
                              f"in engine.max_model_len ({self.engine.max_model_len})")
+        if self.prompts_per_step % self.world_size:
+            raise ValueError(f"prompts_per_step={self.prompts_per_step} must divide by nproc*nnodes="
+                             f"{self.world_size} (each process samples whole groups of its own prompts)")
+        if self.launched and (self.engine.servers or self.engine.launch_servers):
+            raise ValueError("engine.servers / engine.launch_servers with nproc*nnodes > 1 is not supported yet: "
+                             "with several training processes each one samples on its own colocated engine")
+        lora_check(self)
         return self
 
 
@@ -100,7 +111,8 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, gpu: bool):
     from trl import GRPOConfig
 
     return GRPOConfig(
-        output_dir=str(output_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        output_dir=str(output_dir), max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations // cfg.world_size,
         gradient_accumulation_steps=1, num_generations=cfg.num_generations, learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant", warmup_steps=0, beta=cfg.beta, epsilon=cfg.epsilon,
         epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
@@ -109,7 +121,7 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, gpu: bool):
         reward_weights=list(cfg.rewards.values()), logging_steps=1, save_strategy="steps",
         save_steps=cfg.checkpoint_every, report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
         disable_tqdm=True, log_completions=False, save_only_model=False,
-        gradient_checkpointing=cfg.gradient_checkpointing)
+        **trainer_kwargs(cfg, cfg.gradient_checkpointing))
 
 
 def build_prompt_dataset(rows: list[dict], tokenizer, cfg: GRPOStageConfig):
@@ -154,6 +166,8 @@ class _Recorder:
         return self.work / f"{name}.jsonl"
 
     def append(self, name: str, rows: list[dict]) -> None:
+        if rank():  # several processes: the first writes (rows are gathered to it)
+            return
         with open(self.jsonl(name), "a") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
@@ -165,7 +179,8 @@ class _Recorder:
             return []
         rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
         rows = [r for r in rows if r["step"] <= upto_step]
-        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if not rank():
+            p.write_text("".join(json.dumps(r) + "\n" for r in rows))
         return rows
 
 
@@ -187,7 +202,6 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     with `r1flow/metrics.parquet`, `r1flow/rollouts.parquet` and the curves. Returns the summary.
     `learned_rewards` supplies the rewards named in LEARNED_REWARDS (e.g. the reward model's scorer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOTrainer
 
     from r1flow.models.eval.plots import plot_rl_curves
@@ -204,7 +218,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if gpu else torch.float32,
                                                  use_safetensors=True)
     trainer_dir = work / "trainer"
-    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.exists() else None
+    last = last_checkpoint(trainer_dir)
     resume_step = int(Path(last).name.split("-")[-1]) if last else 0
     rec = _Recorder(work)
     metrics = rec.load("metrics", resume_step)
@@ -212,7 +226,12 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     if last:
         print(f"[{stage}] resuming from {last} (step {resume_step})", flush=True)
 
-    engine = make_engine(str(base_dir), cfg.engine, log_dir=work / "vllm-servers")
+    # One process: the engine starts before the trainer, as it always has (vLLM seeds torch's generator at
+    # start-up, so the order is part of the run's numbers). Several: after it, because the colocated
+    # engine joins the process group that the trainer's accelerate state starts (engine.py: VLLMEngine).
+    engine = None if cfg.launched else make_engine(str(base_dir), cfg.engine, log_dir=work / "vllm-servers")
+    world, me = cfg.world_size, rank()
+    share = cfg.prompts_per_step // world  # this process's prompts: the global batch's me-th share
     sampling = SamplingConfig(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
                               max_tokens=cfg.max_completion_length, seed=cfg.seed)
     timer = RewardTimer()
@@ -237,8 +256,10 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
                 uniq.append(p)
                 counts.append(1)
         t1 = time.perf_counter()
-        outs = engine.generate(uniq, sampling.model_copy(update={"seed": cfg.seed + 7919 * step}), n=counts,
-                               logprobs=True)
+        # Request i of the global batch has seed + i however many processes share the batch, so the
+        # rollouts do not depend on the process count.
+        outs = engine.generate(uniq, sampling.model_copy(update={"seed": cfg.seed + 7919 * step + me * share}),
+                               n=counts, logprobs=True)
         rec.gen_s = time.perf_counter() - t1
         prompt_ids, completion_ids, logprobs = [], [], []
         rec.prompts, rec.completions, rec.lengths, rec.truncated = [], [], [], []
@@ -251,9 +272,11 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
                 rec.completions.append(c.text)
                 rec.lengths.append(len(c.token_ids))
                 rec.truncated.append(c.finish_reason == "length")
-        gaps = [(trainer_logprobs(trainer.model, prompt_ids[i], completion_ids[i]) - torch.tensor(logprobs[i])).abs().max()
-                for i in range(0, len(prompt_ids), max(1, len(prompt_ids) // cfg.gap_samples))[: cfg.gap_samples]
-                if completion_ids[i]]
+        # Every process runs the same number of trainer forwards (under FSDP each one is a collective).
+        picks = range(0, len(prompt_ids), max(1, len(prompt_ids) // cfg.gap_samples))[: cfg.gap_samples]
+        gaps = [(trainer_logprobs(trainer.model, prompt_ids[i], completion_ids[i]) - torch.tensor(logprobs[i])).abs()
+                for i in picks]
+        gaps = [g.max() for g in gaps if g.numel()]
         rec.gap = float(torch.stack(gaps).max()) if gaps else float("nan")
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs}
 
@@ -291,35 +314,54 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
             step = state_.global_step
             wall = time.perf_counter() - rec.step_t0
             reward_s, timeouts = timer.take()
-            comps = {n: np.array([np.nan if v is None else v for v in rec.scores[n]], dtype=float) for n in names}
+            local = {"scores": {n: rec.scores[n] for n in names}, "row_ids": list(rec.row_ids),
+                     "prompts": rec.prompts, "completions": rec.completions, "lengths": rec.lengths,
+                     "truncated": rec.truncated, "notations": list(rec.notations), "gap": rec.gap,
+                     "gen_s": rec.gen_s, "sync_s": rec.sync_s, "reward_s": reward_s, "timeouts": timeouts}
+            if world > 1:  # the global batch, in process order (= the one-process order), on the first process
+                parts = [None] * world if me == 0 else None
+                torch.distributed.gather_object(local, parts, dst=0)
+                if me:
+                    return
+                g = {k: [x for p in parts for x in p[k]] for k in ("row_ids", "prompts", "completions", "lengths",
+                                                                  "truncated", "notations")}
+                g["scores"] = {n: [x for p in parts for x in p["scores"][n]] for n in names}
+                # the slowest process sets the step's pace
+                g |= {k: max(p[k] for p in parts) for k in ("gen_s", "sync_s", "reward_s")}
+                g["timeouts"] = sum(p["timeouts"] for p in parts)
+                g["gap"] = float(np.nanmax([p["gap"] for p in parts]))
+                local = g
+            gen_s, sync_s, reward_s, gap = local["gen_s"], local["sync_s"], local["reward_s"], local["gap"]
+            comps = {n: np.array([np.nan if v is None else v for v in local["scores"][n]], dtype=float) for n in names}
             total = np.nansum(np.stack([cfg.rewards[n] * comps[n] for n in names]), axis=0)
             adv = group_advantages(total, cfg.num_generations, cfg.scale_rewards)
-            rows = [{"step": step, "problem_id": rec.row_ids[i], "prompt": rec.prompts[i],
-                     "completion": rec.completions[i], **{f"reward/{n}": _none(comps[n][i]) for n in names},
-                     "reward": float(total[i]), "advantage": float(adv[i]), "length": rec.lengths[i],
-                     "truncated": rec.truncated[i], "target_notation": rec.notations[i],
-                     "reasoning_notation": dominant_notation(reasoning_text(rec.completions[i]))}
-                    for i in range(len(rec.completions))]
+            completions, lengths, truncated = local["completions"], local["lengths"], local["truncated"]
+            rows = [{"step": step, "problem_id": local["row_ids"][i], "prompt": local["prompts"][i],
+                     "completion": completions[i], **{f"reward/{n}": _none(comps[n][i]) for n in names},
+                     "reward": float(total[i]), "advantage": float(adv[i]), "length": lengths[i],
+                     "truncated": truncated[i], "target_notation": local["notations"][i],
+                     "reasoning_notation": dominant_notation(reasoning_text(completions[i]))}
+                    for i in range(len(completions))]
             rec.append("rollouts", rows)
             lg = self.logs
             m = {"step": step, "rl/reward_mean": float(np.mean(total)), "rl/reward_std": float(np.std(total)),
                  **{f"rl/reward/{n}_mean": float(np.nanmean(comps[n])) for n in names},
                  "rl/accuracy": float(np.nanmean(comps["accuracy"])) if "accuracy" in comps else None,
                  "rl/format_rate": float(np.nanmean(comps["format"])) if "format" in comps else None,
-                 "rl/completion_length": float(np.mean(rec.lengths)),
-                 "rl/truncated_rate": float(np.mean(rec.truncated)),
+                 "rl/completion_length": float(np.mean(lengths)),
+                 "rl/truncated_rate": float(np.mean(truncated)),
                  "rl/frac_reward_zero_std": lg.get("frac_reward_zero_std"), "rl/kl": lg.get("kl"),
                  "rl/clip_ratio": lg.get("clip_ratio/region_mean"), "rl/entropy": lg.get("entropy"),
                  "train/loss": lg.get("loss"), "train/grad_norm": lg.get("grad_norm"),
-                 "rl/logprob_gap": rec.gap, "rl/reward_timeouts": timeouts,
-                 "time/generation_s": rec.gen_s, "time/weight_sync_s": rec.sync_s, "time/rewards_s": reward_s,
-                 "time/training_s": max(0.0, wall - rec.gen_s - rec.sync_s - reward_s), "time/step_s": wall}
+                 "rl/logprob_gap": gap, "rl/reward_timeouts": local["timeouts"],
+                 "time/generation_s": gen_s, "time/weight_sync_s": sync_s, "time/rewards_s": reward_s,
+                 "time/training_s": max(0.0, wall - gen_s - sync_s - reward_s), "time/step_s": wall}
             rec.append("metrics", [m])
             metrics.append(m)
             tracking.log(m, step)
             print(f"[{stage}] step {step}/{cfg.steps} reward {m['rl/reward_mean']:.3f} acc {_fmt(m['rl/accuracy'])} "
                   f"format {_fmt(m['rl/format_rate'])} len {m['rl/completion_length']:.1f} kl {_fmt(m['rl/kl'])} "
-                  f"gap {rec.gap:.1e} | gen {rec.gen_s:.1f}s sync {rec.sync_s:.2f}s reward {reward_s:.2f}s "
+                  f"gap {gap:.1e} | gen {gen_s:.1f}s sync {sync_s:.2f}s reward {reward_s:.2f}s "
                   f"step {wall:.1f}s", flush=True)
             if on_step:
                 on_step(m)
@@ -330,10 +372,15 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
                           processing_class=tok, rollout_func=rollout, callbacks=[Recorder()],
                           peft_config=cfg.lora.to_peft() if cfg.lora else None)
     try:
+        if engine is None:
+            engine = make_engine(str(base_dir), cfg.engine, log_dir=work / "vllm-servers")
         trainer.train(resume_from_checkpoint=last)
+        save_trained(trainer, tok, out_dir)  # before the engine closes: a colocated one ends the process group
     finally:
-        engine.close()
-    save_trained(trainer, tok, out_dir)
+        if engine is not None:
+            engine.close()
+    if me:
+        return {}
     extra = out_dir / "r1flow"
     extra.mkdir(exist_ok=True)
     rollouts = [json.loads(line) for line in rec.jsonl("rollouts").read_text().splitlines()]
@@ -363,3 +410,18 @@ def _none(x: float):
 
 def _fmt(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _worker(spec: dict) -> dict:
+    learned = {}
+    if spec.get("reward_model"):
+        from r1flow.models.train.reward_model import RewardModelScorer
+
+        learned["helpfulness"] = RewardModelScorer(spec["reward_model"])
+    rows = [json.loads(ln) for ln in Path(spec["prompts"]).read_text().splitlines()]
+    return run_grpo(GRPOStageConfig.model_validate(spec["config"]), Path(spec["base"]), rows, Path(spec["out"]),
+                    Path(spec["work"]), stage=spec["stage"], learned_rewards=learned)
+
+
+if __name__ == "__main__":
+    worker_main(_worker, "GRPO on several processes (torchrun; tasks/rl.py launches it)")

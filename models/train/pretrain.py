@@ -13,7 +13,6 @@ checkpoints in the work directory that a restarted run resumes from. Writes a Hu
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -21,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -40,6 +39,7 @@ from r1flow.models.arch.deepseek_v3.config import MoEModelConfig
 from r1flow.models.arch.deepseek_v3.mtp import MultiTokenPrediction
 from r1flow.models.arch.dense import DenseModelConfig, pin_tokenizer
 from r1flow.models.train import precision, tracking
+from r1flow.models.train.launch import Processes, worker_main
 
 
 def _model_kind(value) -> str:
@@ -56,8 +56,9 @@ ModelConfig = Annotated[Annotated[MoEModelConfig, Tag("moe")] | Annotated[DenseM
 MODEL_TAGS = ("moe", "dense")
 
 
-class PretrainConfig(BaseModel):
-    """Stage 1 (`pretrain`): model shape and optimisation."""
+class PretrainConfig(Processes):
+    """Stage 1 (`pretrain`): model shape and optimisation; `nproc`/`parallel` train it on several processes
+    (models/train/launch.py), which this module's own loop runs (DDP or FSDP2)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -86,11 +87,6 @@ class PretrainConfig(BaseModel):
     seed: int = Field(0, description="Seed for initialisation and data order.")
     checkpoint_every: int = Field(100, ge=1, description="Save a resumable checkpoint every N steps.")
     log_every: int = Field(10, ge=1, description="Print one metrics line every N steps.")
-    nproc: int = Field(1, ge=1, description="Processes; >1 launches torchrun (gloo on CPU, NCCL on GPUs).")
-    parallel: Literal["ddp", "fsdp"] = Field(
-        "ddp", description="With nproc > 1: ddp replicates the model; fsdp shards weights, gradients and optimizer "
-                           "state over the processes (PyTorch FSDP2 `fully_shard`, one unit per decoder layer), "
-                           "for models that do not fit one GPU.")
     precision: str = Field(
         "auto", pattern="^(auto|fp32|bf16|fp8)$",
         description="auto: bf16 on GPU, fp32 on CPU. fp8: DeepSeek-V3's E4M3 GEMMs with 1x128/128x128 "
@@ -461,18 +457,11 @@ def _write_metrics(history: list[dict], path: Path) -> None:
     pq.write_table(pa.table(cols), path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Pretrain a DeepSeek-V3-style MoE (one process or torchrun).")
-    ap.add_argument("--spec", required=True, help="JSON with config, corpus, heldout, tokenizer, out, work, summary")
-    spec = json.loads(Path(ap.parse_args().spec).read_text())
-    cfg = PretrainConfig.model_validate(spec["config"])
-    summary = pretrain(cfg, Path(spec["corpus"]), Path(spec["heldout"]), Path(spec["tokenizer"]),
-                       Path(spec["out"]), Path(spec["work"]))
-    if summary:
-        Path(spec["summary"]).write_text(json.dumps(summary))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def _worker(spec: dict) -> dict:
+    return pretrain(PretrainConfig.model_validate(spec["config"]), Path(spec["corpus"]), Path(spec["heldout"]),
+                    Path(spec["tokenizer"]), Path(spec["out"]), Path(spec["work"]))
 
 
 if __name__ == "__main__":
-    main()
+    worker_main(_worker, "Pretrain a DeepSeek-V3-style MoE on several processes (torchrun; tasks/pretrain.py "
+                         "launches it)")

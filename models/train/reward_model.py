@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from r1flow.data.templates import EOS, prompt_messages
 from r1flow.data.verify import extract_answer, verify
@@ -27,10 +27,12 @@ from r1flow.data.world import INSTRUCTION_FAMILIES
 from r1flow.models.rollout.engine import EngineConfig, SamplingConfig
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import save_trained
+from r1flow.models.train.launch import Processes, global_batch_check, rank, trainer_kwargs, worker_main
 
 
-class RewardModelConfig(BaseModel):
-    """The `reward_model` stage: preference data from the policy, and RewardTrainer settings."""
+class RewardModelConfig(Processes):
+    """The `reward_model` stage: preference data from the policy, and RewardTrainer settings (`nproc`,
+    `parallel`: models/train/launch.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,13 +46,18 @@ class RewardModelConfig(BaseModel):
     heldout_fraction: float = Field(0.2, gt=0, lt=1, description="Prompts whose pairs are held out for accuracy.")
     epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(1e-4, gt=0, lt=1)
-    batch_size: int = Field(16, ge=1, description="Pairs per optimizer step.")
+    batch_size: int = Field(16, ge=1, description="Pairs per optimizer step, over all processes.")
     max_length: int = Field(256, ge=16, description="Longest prompt + response in tokens.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass instead of keeping them (TRL's / "
                            "transformers' gradient_checkpointing): less memory, about one more forward of compute.")
     seed: int = Field(0)
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine for the policy's answers.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RewardModelConfig":
+        global_batch_check(self.batch_size, self)
+        return self
 
 
 def corrupt(row: dict, rng: random.Random, others: list[str] = ()) -> str:
@@ -113,7 +120,7 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
                        out_dir: Path, work: Path) -> dict:
     """Train a one-logit sequence classifier from the checkpoint in `base_dir` on `train` pairs; write it
     to `out_dir`. Returns the summary with held-out pair accuracy (chosen scored above rejected)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 
     from r1flow.models.rollout.engine import check_checkpoint
@@ -123,21 +130,27 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
     check_checkpoint(base_dir)
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     gpu = torch.cuda.is_available()
+    # The score head is new (random): seed it, so it does not depend on what ran before in this process
+    # (a sampling engine, other stages) and is the same on every training process.
+    set_seed(cfg.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(base_dir), num_labels=1, pad_token_id=tok.pad_token_id, use_safetensors=True,
         dtype=torch.bfloat16 if gpu else torch.float32)
     args = RewardConfig(output_dir=str(work / "trainer"), num_train_epochs=cfg.epochs,
-                        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                        per_device_train_batch_size=cfg.batch_size // cfg.world_size, learning_rate=cfg.learning_rate,
                         lr_scheduler_type="cosine", warmup_steps=0.05, max_length=cfg.max_length,
                         logging_steps=1, save_strategy="no", report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu,
                         seed=cfg.seed, disable_tqdm=True, dataset_num_proc=None,
-                        gradient_checkpointing=cfg.gradient_checkpointing)
+                        **trainer_kwargs(cfg, cfg.gradient_checkpointing))
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(train), processing_class=tok)
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     save_trained(trainer, tok, out_dir)
-    scorer = RewardModelScorer(out_dir, model=trainer.model, tokenizer=tok)
+    if rank() != 0:
+        return {}
+    # Several processes: score with the saved model (under FSDP the trainer's weights are shards).
+    scorer = RewardModelScorer(out_dir, **({} if cfg.launched else {"model": trainer.model, "tokenizer": tok}))
     acc = pair_accuracy(scorer, heldout)
     by_family = {f: pair_accuracy(scorer, [p for p in heldout if p["family"] == f])
                  for f in sorted({p["family"] for p in heldout})}
@@ -202,3 +215,13 @@ class RewardModelScorer:
                 out[j] = s
         self.model.train(was_training)
         return out
+
+
+def _worker(spec: dict) -> dict:
+    train, heldout = (json.loads(Path(spec[k]).read_text()) for k in ("train", "heldout"))
+    return train_reward_model(RewardModelConfig.model_validate(spec["config"]), Path(spec["base"]), train, heldout,
+                              Path(spec["out"]), Path(spec["work"]))
+
+
+if __name__ == "__main__":
+    worker_main(_worker, "Reward model on several processes (torchrun; tasks/reward_model.py launches it)")

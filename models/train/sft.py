@@ -19,16 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from r1flow.data.templates import prompt_messages
 from r1flow.models.train import tracking
-from r1flow.models.train.checkpoint import save_trained
+from r1flow.models.train.checkpoint import last_checkpoint, save_trained
+from r1flow.models.train.launch import Processes, global_batch_check, rank, trainer_kwargs, worker_main
 from r1flow.models.train.lora import LoraSettings
 
 
-class SFTStageConfig(BaseModel):
-    """An SFT stage (names as in TRL's SFTConfig)."""
+class SFTStageConfig(Processes):
+    """An SFT stage (names as in TRL's SFTConfig); `nproc`/`parallel` train it on several processes
+    (models/train/launch.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,7 +38,7 @@ class SFTStageConfig(BaseModel):
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate (cosine decay, warmup).")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps with linear warmup (passed as "
                                                                "TrainingArguments.warmup_steps, a ratio when below 1).")
-    batch_size: int = Field(16, ge=1, description="Samples per optimizer step.")
+    batch_size: int = Field(16, ge=1, description="Samples per optimizer step, over all processes.")
     max_length: int = Field(512, ge=16, description="Longest prompt + completion in tokens (longer are cut).")
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -61,7 +63,17 @@ class SFTStageConfig(BaseModel):
             raise ValueError("generated: false needs imported `datasets` to train on")
         if self.user_share is not None and not (self.generated and self.datasets):
             raise ValueError("user_share mixes imported `datasets` with generated data: it needs both")
+        global_batch_check(self.batch_size, self)
+        lora_check(self)
         return self
+
+
+def lora_check(cfg) -> None:
+    """LoRA trains on one process or under DDP; its merge at save (models/train/checkpoint.py) needs the
+    whole model in one process, which FSDP's shards are not."""
+    if cfg.lora is not None and cfg.parallel == "fsdp" and cfg.launched:
+        raise ValueError("lora with parallel=fsdp is not supported (the adapters are merged into the full "
+                         "weights at save); LoRA's frozen base fits where the full model does: use parallel=ddp")
 
 
 def sft_dataset(samples: list[dict]):
@@ -106,7 +118,6 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
     import pyarrow as pa
     import pyarrow.parquet as pq
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     from r1flow.models.rollout.engine import check_checkpoint
@@ -118,19 +129,22 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
     gpu = torch.cuda.is_available()
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.bfloat16 if gpu else torch.float32,
                                                  use_safetensors=True)
+    main = rank() == 0
     trainer_dir = work / "trainer"
-    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.exists() else None
+    last = last_checkpoint(trainer_dir)
     log_file = work / "metrics.jsonl"
-    if last:
+    if last and main:
         step0 = int(Path(last).name.split("-")[-1])
         kept = [ln for ln in log_file.read_text().splitlines() if json.loads(ln)["step"] <= step0] \
             if log_file.exists() else []
         log_file.write_text("".join(ln + "\n" for ln in kept))
         print(f"[{stage}] resuming from {last} (step {step0})", flush=True)
+    elif main:
+        log_file.unlink(missing_ok=True)
 
-    class Log(TrainerCallback):
+    class Log(TrainerCallback):  # the loss Trainer logs is already the mean over processes
         def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
+            if logs and "loss" in logs and state.is_world_process_zero:
                 m = {"step": state.global_step, "train/loss": float(logs["loss"]),
                      "train/lr": float(logs.get("learning_rate", 0.0)),
                      "train/grad_norm": float(logs.get("grad_norm", float("nan")))}
@@ -140,13 +154,14 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
                 if on_step:
                     on_step(m | {"max_steps": state.max_steps})
 
-    args = SFTConfig(output_dir=str(trainer_dir), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+    args = SFTConfig(output_dir=str(trainer_dir), num_train_epochs=cfg.epochs,
+                     per_device_train_batch_size=cfg.batch_size // cfg.world_size,
                      learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length,
                      completion_only_loss=True, packing=False, logging_steps=1, save_strategy="steps",
                      save_steps=cfg.checkpoint_every, report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu, seed=cfg.seed,
                      disable_tqdm=True, save_only_model=False, dataset_num_proc=None,
-                     gradient_checkpointing=cfg.gradient_checkpointing)
+                     **trainer_kwargs(cfg, cfg.gradient_checkpointing))
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(samples), processing_class=tok,
                          callbacks=[Log()], peft_config=cfg.lora.to_peft() if cfg.lora else None)
@@ -158,6 +173,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
     eos_share = eos_in_loss_share(trainer, tok.eos_token_id)
     trainer.train(resume_from_checkpoint=last)
     save_trained(trainer, tok, out_dir)
+    if not main:
+        return {}
     extra = out_dir / "r1flow"
     extra.mkdir(exist_ok=True)
     metrics = [json.loads(ln) for ln in log_file.read_text().splitlines()]
@@ -165,10 +182,17 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
     plot_loss(metrics, extra / "loss.png", title=f"{stage}: training loss")
     k = max(1, len(metrics) // 10)
     return {"samples": len(samples), "samples_dropped_by_truncation": len(samples) - kept,
+            "resumed_from_step": int(Path(last).name.split("-")[-1]) if last else 0,
             "steps": trainer.state.global_step, "epochs": cfg.epochs,
             "loss_first_10pct": sum(m["train/loss"] for m in metrics[:k]) / k,
             "loss_last_10pct": sum(m["train/loss"] for m in metrics[-k:]) / k,
             "eos_in_loss_share": eos_share}
+
+
+def _worker(spec: dict) -> dict:
+    samples = [json.loads(ln) for ln in Path(spec["samples"]).read_text().splitlines()]
+    return run_sft(SFTStageConfig.model_validate(spec["config"]), Path(spec["base"]), samples, Path(spec["out"]),
+                   Path(spec["work"]), stage=spec["stage"])
 
 
 def eos_in_loss_share(trainer, eos_id: int) -> float:
@@ -176,3 +200,7 @@ def eos_in_loss_share(trainer, eos_id: int) -> float:
     trains on (it folds the completion mask into `labels`: -100 marks positions without loss)."""
     ds = trainer.train_dataset
     return sum(eos_id in labels for labels in ds["labels"]) / len(ds)
+
+
+if __name__ == "__main__":
+    worker_main(_worker, "SFT on several processes (torchrun; tasks/sft.py launches it)")
