@@ -71,8 +71,8 @@ def test_sft_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
     one = run_sft(SFTStageConfig(**kw), paths["pretrain"], samples, tmp_path / "one", tmp_path / "w1")
     data = _jsonl(samples, tmp_path / "samples.jsonl")
     outs = {}
-    for parallel in ("ddp", "fsdp"):
-        cfg = SFTStageConfig(**kw, nproc=2, parallel=parallel)
+    for parallel, accumulate in (("ddp", 2), ("fsdp", 1)):  # ddp in two micro-batches of one sample
+        cfg = SFTStageConfig(**kw, nproc=2, parallel=parallel, gradient_accumulation_steps=accumulate)
         out = tmp_path / parallel
         two = worker_env("sft", cfg, {"base": str(paths["pretrain"]), "samples": data, "out": str(out)},
                          tmp_path / f"w_{parallel}")
@@ -97,8 +97,8 @@ def test_grpo_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
     ref = pq.read_table(tmp_path / "one" / "r1flow" / "rollouts.parquet").to_pylist()
     ref_m = pq.read_table(tmp_path / "one" / "r1flow" / "metrics.parquet").to_pylist()
     outs = {}
-    for parallel in ("ddp", "fsdp"):
-        cfg = GRPOStageConfig(**kw | {"nproc": 2, "parallel": parallel})
+    for parallel, accumulate in (("ddp", 2), ("fsdp", 1)):  # ddp in two micro-batches of 2 completions
+        cfg = GRPOStageConfig(**kw | {"nproc": 2, "parallel": parallel, "gradient_accumulation_steps": accumulate})
         out, work = tmp_path / parallel, tmp_path / f"w_{parallel}"
         worker_env("grpo", cfg, {"base": str(paths["pretrain"]), "prompts": prompts, "reward_model": None,
                                  "out": str(out)}, work)
@@ -186,12 +186,14 @@ def test_process_settings_are_checked_before_any_work():
     from r1flow.models.train.reward_model import RewardModelConfig
     from r1flow.models.train.sft import SFTStageConfig
 
-    with pytest.raises(ValidationError, match=r"batch_size=6 must divide by nproc\*nnodes=4"):
-        SFTStageConfig(batch_size=6, nproc=4)
+    with pytest.raises(ValidationError, match=r"batch_size=6 must divide by nproc\*nnodes\*gradient_accumulation_steps=4"):
+        SFTStageConfig(batch_size=6, nproc=2, gradient_accumulation_steps=2)
     with pytest.raises(ValidationError, match=r"batch_size=3 must divide"):
         RewardModelConfig(batch_size=3, nproc=2)
     with pytest.raises(ValidationError, match=r"prompts_per_step=3 must divide by nproc\*nnodes=2"):
         GRPOStageConfig(prompts_per_step=3, nproc=2)
+    with pytest.raises(ValidationError, match=r"prompts_per_step\*num_generations=8 must divide by .*=16"):
+        GRPOStageConfig(prompts_per_step=2, num_generations=4, nproc=2, gradient_accumulation_steps=8)
     with pytest.raises(ValidationError, match="lora with parallel=fsdp is not supported"):
         SFTStageConfig(nproc=2, parallel="fsdp", lora=LoraSettings())
     with pytest.raises(ValidationError, match="engine.servers / engine.launch_servers with nproc"):

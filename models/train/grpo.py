@@ -36,12 +36,12 @@ from r1flow.models.rollout.engine import EngineConfig, SamplingConfig, check_che
 from r1flow.models.rollout.fleet import make_engine
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import last_checkpoint, save_trained
-from r1flow.models.train.launch import Processes, rank, trainer_kwargs, worker_main
+from r1flow.models.train.launch import TrainerProcesses, global_batch_check, rank, trainer_kwargs, worker_main
 from r1flow.models.train.lora import LoraSettings
 from r1flow.models.train.sft import lora_check
 
 
-class GRPOStageConfig(PromptSources, Processes):
+class GRPOStageConfig(PromptSources, TrainerProcesses):
     """An RL stage: GRPO hyper-parameters (names as in TRL's GRPOConfig), rewards, rollouts, and where
     its prompts come from (`datasets`, `template`: data/sources.py). `nproc`/`parallel` train it on
     several processes (models/train/launch.py), each with its own colocated engine."""
@@ -99,6 +99,7 @@ class GRPOStageConfig(PromptSources, Processes):
         if self.prompts_per_step % self.world_size:
             raise ValueError(f"prompts_per_step={self.prompts_per_step} must divide by nproc*nnodes="
                              f"{self.world_size} (each process samples whole groups of its own prompts)")
+        global_batch_check(self.prompts_per_step * self.num_generations, self, "prompts_per_step*num_generations")
         if self.launched and (self.engine.servers or self.engine.launch_servers):
             raise ValueError("engine.servers / engine.launch_servers with nproc*nnodes > 1 is not supported yet: "
                              "with several training processes each one samples on its own colocated engine")
@@ -112,8 +113,10 @@ def grpo_args(cfg: GRPOStageConfig, output_dir: Path, gpu: bool):
 
     return GRPOConfig(
         output_dir=str(output_dir), max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations // cfg.world_size,
-        gradient_accumulation_steps=1, num_generations=cfg.num_generations, learning_rate=cfg.learning_rate,
+        # TRL generates one batch of prompts_per_step x G per optimizer step (steps_per_generation defaults to
+        # gradient_accumulation_steps) and trains on it in micro-batches.
+        per_device_train_batch_size=cfg.micro_batch(cfg.prompts_per_step * cfg.num_generations),
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, num_generations=cfg.num_generations, learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant", warmup_steps=0, beta=cfg.beta, epsilon=cfg.epsilon,
         epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
         mask_truncated_completions=cfg.mask_truncated_completions, max_completion_length=cfg.max_completion_length,

@@ -63,12 +63,27 @@ class Processes(BaseModel):
         return self.world_size > 1
 
 
-def global_batch_check(batch_size: int, p: Processes, field: str = "batch_size") -> None:
+class TrainerProcesses(Processes):
+    """`Processes` plus the micro-batching of a TRL stage (SFT, reward model, GRPO)."""
+
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Micro-batches per optimizer step (TrainingArguments' name): each process holds "
+                             "batch / (nproc*nnodes*gradient_accumulation_steps) sequences in a forward at once; "
+                             "the optimizer step and its batch stay the same.")
+
+    def micro_batch(self, batch: int) -> int:
+        """Sequences one process holds in a forward (TrainingArguments' per_device_train_batch_size)."""
+        return batch // (self.world_size * self.gradient_accumulation_steps)
+
+
+def global_batch_check(batch: int, p: TrainerProcesses, field: str = "batch_size") -> None:
     """A TRL stage's batch is global (samples per optimizer step, whatever the process count), so the
-    same recipe trains the same way on 1 or N processes; each process takes an equal share."""
-    if batch_size % p.world_size:
-        raise ValueError(f"{field}={batch_size} must divide by nproc*nnodes={p.world_size} (each process "
-                         "takes an equal share of the global batch)")
+    same recipe trains the same way on 1 or N processes; each process takes an equal share, in
+    gradient_accumulation_steps micro-batches."""
+    parts = p.world_size * p.gradient_accumulation_steps
+    if batch % parts:
+        raise ValueError(f"{field}={batch} must divide by nproc*nnodes*gradient_accumulation_steps={parts} (each "
+                         "process takes an equal share of the global batch, in equal micro-batches)")
 
 
 def torchrun_command(p: Processes, module: str, spec: Path) -> list[str]:

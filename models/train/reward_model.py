@@ -27,10 +27,10 @@ from r1flow.data.world import INSTRUCTION_FAMILIES
 from r1flow.models.rollout.engine import EngineConfig, SamplingConfig
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import save_trained
-from r1flow.models.train.launch import Processes, global_batch_check, rank, trainer_kwargs, worker_main
+from r1flow.models.train.launch import TrainerProcesses, global_batch_check, rank, trainer_kwargs, worker_main
 
 
-class RewardModelConfig(Processes):
+class RewardModelConfig(TrainerProcesses):
     """The `reward_model` stage: preference data from the policy, and RewardTrainer settings (`nproc`,
     `parallel`: models/train/launch.py)."""
 
@@ -137,7 +137,8 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
         str(base_dir), num_labels=1, pad_token_id=tok.pad_token_id, use_safetensors=True,
         dtype=torch.bfloat16 if gpu else torch.float32)
     args = RewardConfig(output_dir=str(work / "trainer"), num_train_epochs=cfg.epochs,
-                        per_device_train_batch_size=cfg.batch_size // cfg.world_size, learning_rate=cfg.learning_rate,
+                        per_device_train_batch_size=cfg.micro_batch(cfg.batch_size),
+                        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
                         lr_scheduler_type="cosine", warmup_steps=0.05, max_length=cfg.max_length,
                         logging_steps=1, save_strategy="no", report_to=tracking.report_to(), use_cpu=not gpu, bf16=gpu,
                         seed=cfg.seed, disable_tqdm=True, dataset_num_proc=None,

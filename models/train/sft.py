@@ -24,11 +24,11 @@ from pydantic import ConfigDict, Field, model_validator
 from r1flow.data.templates import prompt_messages
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import last_checkpoint, save_trained
-from r1flow.models.train.launch import Processes, global_batch_check, rank, trainer_kwargs, worker_main
+from r1flow.models.train.launch import TrainerProcesses, global_batch_check, rank, trainer_kwargs, worker_main
 from r1flow.models.train.lora import LoraSettings
 
 
-class SFTStageConfig(Processes):
+class SFTStageConfig(TrainerProcesses):
     """An SFT stage (names as in TRL's SFTConfig); `nproc`/`parallel` train it on several processes
     (models/train/launch.py)."""
 
@@ -155,7 +155,8 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
                     on_step(m | {"max_steps": state.max_steps})
 
     args = SFTConfig(output_dir=str(trainer_dir), num_train_epochs=cfg.epochs,
-                     per_device_train_batch_size=cfg.batch_size // cfg.world_size,
+                     per_device_train_batch_size=cfg.micro_batch(cfg.batch_size),
+                     gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                      learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio,
                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, max_length=cfg.max_length,
                      completion_only_loss=True, packing=False, logging_steps=1, save_strategy="steps",
