@@ -3,8 +3,10 @@
 Counts, per stage: parameters (total and activated per token), training FLOPs (6 x activated
 parameters x tokens plus causal attention, `train_flops_per_token` of the model config), rollout
 generation FLOPs (2 x activated parameters per generated or prefilled token), memory per GPU for
-weights, gradients, optimizer state and the rollout KV cache, GPU-hours at a stated MFU (or at a
-measured throughput), wall hours on the planned GPUs and dollars at a stated hourly price.
+weights, gradients, optimizer state, activations and the rollout engine (its weights and KV cache),
+following each stage's own processes, sharding, LoRA, micro-batches and gradient checkpointing
+(`TrainingSetup`), GPU-hours at a stated MFU (or at a measured throughput), wall hours on the planned
+GPUs and dollars at a stated hourly price.
 
 `REFERENCES` reproduces two published training budgets from their own inputs (DeepSeek-V3's
 2.788M H800 GPU-hours, Llama-3.1-405B's 30.84M H100 GPU-hours); tests/test_plan.py holds both
@@ -67,8 +69,6 @@ class PlanConfig(BaseModel):
                                 "tokenizer.vocab_size. Give the base's shape in pretrain.model likewise.")
     benchmark_problems: int = Field(
         500, ge=1, description="Problems assumed per imported benchmark without max_problems (MATH-500: 500).")
-    shard_training_state: bool = Field(
-        True, description="FSDP/ZeRO-3: weights, gradients and optimizer state are split over all gpus.")
 
     @model_validator(mode="after")
     def _check(self) -> PlanConfig:
@@ -111,35 +111,80 @@ def _hours(flops: float, plan: PlanConfig, mfu: float, peak: float) -> float:
     return flops / (peak * mfu * plan.goodput) / 3600
 
 
-def training_memory_gib(params_total: int, plan: PlanConfig) -> dict[str, float]:
-    shards = plan.gpus if plan.shard_training_state else 1
-    gib = 2**30
-    return {"weights": params_total * plan.weight_bytes / shards / gib,
-            "grads": params_total * plan.grad_bytes / shards / gib,
-            "optimizer": params_total * plan.optimizer_bytes / shards / gib}
+@dataclass
+class TrainingSetup:
+    """How a training stage holds its model, from its config (`training_setup`): one process per GPU."""
+
+    processes: int = 1              # nproc * nnodes
+    sharded: bool = False           # parallel: fsdp (weights, gradients, optimizer state split over processes)
+    lora_rank: int | None = None    # LoRA: only adapters have gradients and optimizer state
+    checkpointing: bool = False     # gradient_checkpointing
+    micro_sequences: float = 1.0    # sequences one process holds in a forward
+    seq_len: int = 1                # their length (the longest the stage allows)
+
+
+def training_setup(cfg, sequences_per_step: float, seq_len: int) -> TrainingSetup:
+    """A stage config's setup (models/train/launch.py `Processes` fields; pretraining's batch is per
+    process and has no micro-batches, the TRL stages' is global)."""
+    world = cfg.nproc * cfg.nnodes
+    per_process = sequences_per_step / world / getattr(cfg, "gradient_accumulation_steps", 1)
+    lora = getattr(cfg, "lora", None)
+    return TrainingSetup(world, cfg.parallel == "fsdp" and world > 1, lora.r if lora else None,
+                         cfg.gradient_checkpointing, per_process, seq_len)
+
+
+# Activation bytes per token per layer in bf16 with flash attention (no score matrix): 34 x hidden,
+# Korthikanti et al. 2022 (arXiv 2205.05198) sec. 4.1; with checkpointing each layer keeps its input
+# (2 x hidden) and one layer at a time is recomputed in full. Logits: fp32 values and their gradient.
+ACTIVATION_BYTES_PER_HIDDEN = 34
+
+
+def training_memory_gib(model: ModelShape, vocab: int, plan: PlanConfig,
+                        setup: TrainingSetup | None = None) -> dict[str, float]:
+    """Per GPU: weights (all), gradients and optimizer state (trainable ones: LoRA's adapters, about
+    2r/hidden of the parameters, an upper bound), each divided over the processes when sharded (plus the
+    one layer FSDP gathers at a time), and the activations of one micro-batch."""
+    setup = setup or TrainingSetup()
+    gib, total = 2**30, model.param_counts(vocab)["total"]
+    shards = setup.processes if setup.sharded else 1
+    trainable = min(total, total * 2 * setup.lora_rank / model.hidden_size) if setup.lora_rank else total
+    tokens = setup.micro_sequences * setup.seq_len
+    per_layer = ACTIVATION_BYTES_PER_HIDDEN * tokens * model.hidden_size
+    layers = (model.num_hidden_layers * 2 * tokens * model.hidden_size + per_layer if setup.checkpointing
+              else model.num_hidden_layers * per_layer)
+    mem = {"weights": total * plan.weight_bytes / shards / gib,
+           "grads": trainable * plan.grad_bytes / shards / gib,
+           "optimizer": trainable * plan.optimizer_bytes / shards / gib,
+           "activations": (layers + 8 * tokens * vocab) / gib}
+    if shards > 1:  # FSDP gathers one decoder layer's whole weights for its forward and backward
+        mem["gathered_layer"] = total / model.num_hidden_layers * plan.weight_bytes / gib
+    return mem
 
 
 def pretrain_estimate(model: ModelShape, vocab: int, tokens: float, seq_len: int, plan: PlanConfig,
-                      peak: float, stage: str = "pretrain", measured_seq_len: int | None = None) -> StageEstimate:
+                      peak: float, stage: str = "pretrain", measured_seq_len: int | None = None,
+                      setup: TrainingSetup | None = None) -> StageEstimate:
     """Training on `tokens` tokens at `seq_len`. With a measured throughput the hours scale by this
     stage's FLOPs per token over the FLOPs per token at `measured_seq_len` (default: `seq_len`)."""
     fpt = model.train_flops_per_token(vocab, seq_len)
     flops = fpt * tokens
+    mem = training_memory_gib(model, vocab, plan, setup)
     if plan.gpu_hours_per_trillion_tokens:
         return StageEstimate(stage, tokens, flops, plan.gpu_hours_per_trillion_tokens * tokens / 1e12 * fpt
                              / model.train_flops_per_token(vocab, measured_seq_len or seq_len), plan.gpus,
-                             plan.price_per_gpu_hour,
-                             training_memory_gib(model.param_counts(vocab)["total"], plan),
+                             plan.price_per_gpu_hour, mem,
                              f"{plan.gpu_hours_per_trillion_tokens:,.0f} GPU-h per 1T tokens (measured)")
     return StageEstimate(stage, tokens, flops, _hours(flops, plan, plan.mfu, peak), plan.gpus,
-                         plan.price_per_gpu_hour, training_memory_gib(model.param_counts(vocab)["total"], plan),
-                         f"MFU {plan.mfu:.0%}")
+                         plan.price_per_gpu_hour, mem, f"MFU {plan.mfu:.0%}")
 
 
 def rl_estimate(model: ModelShape, vocab: int, steps: int, sequences_per_step: int, max_completion: int,
-                beta: float, plan: PlanConfig, peak: float, stage: str) -> StageEstimate:
+                beta: float, plan: PlanConfig, peak: float, stage: str, cfg=None) -> StageEstimate:
     """GRPO: per step, generate `sequences_per_step` completions (prefill + decode at `rollout_mfu`), then
-    one policy forward+backward over them and, when beta > 0, a reference-model forward (at `mfu`)."""
+    one policy forward+backward over them and, when beta > 0, a reference-model forward (at `mfu`).
+    Memory with the stage config `cfg`: its training setup, the reference model (beta > 0 without LoRA,
+    sharded like the policy) and, unless it samples on servers, each process's colocated engine (what
+    vLLM reserves: engine.memory_fraction of the GPU)."""
     completion = max_completion * plan.completion_fill
     seq = plan.prompt_tokens + completion
     tokens = steps * sequences_per_step * seq
@@ -148,7 +193,21 @@ def rl_estimate(model: ModelShape, vocab: int, steps: int, sequences_per_step: i
     fpt = model.train_flops_per_token(vocab, int(seq))
     train = fpt * tokens * (1 + (1 / 3 if beta > 0 else 0))  # reference forward = a third of fwd+bwd
     kv = sequences_per_step * (plan.prompt_tokens + max_completion) * model.kv_bytes_per_token(plan.kv_bytes)
-    mem = training_memory_gib(model.param_counts(vocab)["total"], plan) | {"kv_cache": kv / plan.gpus / 2**30}
+    if cfg is None:
+        mem = training_memory_gib(model, vocab, plan) | {"kv_cache": kv / plan.gpus / 2**30}
+    else:
+        setup = training_setup(cfg, sequences_per_step, plan.prompt_tokens + max_completion)
+        mem = training_memory_gib(model, vocab, plan, setup)
+        if beta > 0 and setup.lora_rank is None:
+            mem["reference"] = mem["weights"]
+        if not (cfg.engine.servers or cfg.engine.launch_servers):
+            # vLLM reserves engine.memory_fraction of the GPU for its weights and KV cache, whatever they
+            # need (less KV room only means fewer sequences decoded at once); on CPU, what they need.
+            tp, cap = cfg.engine.tensor_parallel_size, GPUS.get(plan.gpu, (0, None))[1]
+            weights = model.param_counts(vocab)["total"] * plan.weight_bytes / tp / 2**30
+            need = weights + kv / setup.processes / tp / 2**30
+            # the weights must fit in the reservation (a larger one is what the GPU must give)
+            mem["engine"] = max(cfg.engine.memory_fraction * cap, weights) if cap else need
     hours = _hours(gen, plan, plan.rollout_mfu, peak) + _hours(train, plan, plan.mfu, peak)
     return StageEstimate(stage, tokens, gen + train, hours, plan.gpus, plan.price_per_gpu_hour, mem,
                          f"generation {gen:.2e} FLOPs at MFU {plan.rollout_mfu:.0%}, "
@@ -168,12 +227,13 @@ def generation_estimate(model: ModelShape, vocab: int, sequences: int, max_token
 
 
 def sft_estimate(model: ModelShape, vocab: int, sequences: float, seq_len: int, plan: PlanConfig, peak: float,
-                 stage: str) -> StageEstimate:
-    """Supervised training over `sequences` sequences of about `seq_len` tokens (epochs included)."""
+                 stage: str, setup: TrainingSetup | None = None) -> StageEstimate:
+    """Supervised training over `sequences` sequences of about `seq_len` tokens (epochs included);
+    memory for `setup` (micro-batches of the stage's longest sequences)."""
     tokens = sequences * seq_len
     flops = model.train_flops_per_token(vocab, seq_len) * tokens
     return StageEstimate(stage, tokens, flops, _hours(flops, plan, plan.mfu, peak), plan.gpus, plan.price_per_gpu_hour,
-                         training_memory_gib(model.param_counts(vocab)["total"], plan), f"MFU {plan.mfu:.0%}")
+                         training_memory_gib(model, vocab, plan, setup), f"MFU {plan.mfu:.0%}")
 
 
 @dataclass
@@ -197,7 +257,8 @@ def estimate_pretrain(recipe, c: PlanContext) -> StageEstimate | None:
     p = recipe.pretrain
     if p.import_from is not None:
         return None
-    return pretrain_estimate(c.model, c.vocab, p.steps * p.batch_size * p.nproc * p.seq_len, p.seq_len, c.plan, c.peak)
+    return pretrain_estimate(c.model, c.vocab, p.steps * p.batch_size * p.nproc * p.nnodes * p.seq_len, p.seq_len,
+                             c.plan, c.peak, setup=training_setup(p, p.batch_size * p.nproc * p.nnodes, p.seq_len))
 
 
 def estimate_rl(section: str) -> Estimator:
@@ -205,7 +266,7 @@ def estimate_rl(section: str) -> Estimator:
     def est(recipe, c: PlanContext) -> StageEstimate:
         r = getattr(recipe, section)
         return rl_estimate(c.model, c.vocab, r.steps, r.prompts_per_step * r.num_generations, r.max_completion_length,
-                           r.beta, c.plan, c.peak, section)
+                           r.beta, c.plan, c.peak, section, r)
     return est
 
 
@@ -229,7 +290,9 @@ def estimate_sft(section: str, data: str) -> Estimator:
         if hasattr(d, "non_reasoning_share"):
             samples /= 1 - d.non_reasoning_share
         seq = int(c.plan.prompt_tokens + recipe.cold_start.sampling.max_tokens * c.plan.completion_fill)
-        return sft_estimate(c.model, c.vocab, samples * getattr(recipe, section).epochs, seq, c.plan, c.peak, section)
+        s = getattr(recipe, section)
+        return sft_estimate(c.model, c.vocab, samples * s.epochs, seq, c.plan, c.peak, section,
+                            training_setup(s, s.batch_size, s.max_length))
     return est
 
 
@@ -241,7 +304,8 @@ def estimate_reward_model(recipe, c: PlanContext) -> StageEstimate:
     prompts = len([f for f in rm.families if f in INSTRUCTION_FAMILIES]) * rm.prompts_per_family
     sampled = generation_estimate(c.model, c.vocab, prompts * rm.sampling.n, rm.sampling.max_tokens, plan, c.peak, "")
     trained = sft_estimate(c.model, c.vocab, prompts * rm.pairs_per_prompt * 2 * rm.epochs,
-                           int(plan.prompt_tokens + rm.sampling.max_tokens), plan, c.peak, "")
+                           int(plan.prompt_tokens + rm.sampling.max_tokens), plan, c.peak, "",
+                           training_setup(rm, 2 * rm.batch_size, rm.max_length))  # a pair is two sequences
     return StageEstimate("reward_model", sampled.tokens + trained.tokens, sampled.flops + trained.flops,
                          sampled.gpu_hours + trained.gpu_hours, plan.gpus, plan.price_per_gpu_hour,
                          trained.memory_gib, "policy answers + pair training")
@@ -271,10 +335,11 @@ def estimate_distill_traces(recipe, c: PlanContext) -> StageEstimate:
 
 def estimate_student_pretrain(recipe, c: PlanContext) -> StageEstimate | None:
     dense = _dense(recipe)
-    return _sum("student_pretrain", [pretrain_estimate(s.pretrain.model, c.vocab, s.pretrain.steps * s.pretrain.batch_size
-                                                       * s.pretrain.nproc * s.pretrain.seq_len, s.pretrain.seq_len,
-                                                       c.plan, c.peak) for s in dense],
-                ", ".join(s.name for s in dense))
+    def est(p):
+        world = p.nproc * p.nnodes
+        return pretrain_estimate(p.model, c.vocab, p.steps * p.batch_size * world * p.seq_len, p.seq_len, c.plan,
+                                 c.peak, setup=training_setup(p, p.batch_size * world, p.seq_len))
+    return _sum("student_pretrain", [est(s.pretrain) for s in dense], ", ".join(s.name for s in dense))
 
 
 def estimate_distill(recipe, c: PlanContext) -> StageEstimate | None:
@@ -283,13 +348,14 @@ def estimate_distill(recipe, c: PlanContext) -> StageEstimate | None:
     samples = len(t.families) * t.prompts_per_family * t.max_per_prompt / (1 - t.non_reasoning_share)
     seq = int(c.plan.prompt_tokens + t.sampling.max_tokens * c.plan.completion_fill)
     return _sum("distill", [sft_estimate(s.pretrain.model, c.vocab, samples * d.sft.epochs, seq, c.plan, c.peak,
-                                         "distill") for s in dense], ", ".join(s.name for s in dense))
+                                         "distill", training_setup(d.sft, d.sft.batch_size, d.sft.max_length))
+                            for s in dense], ", ".join(s.name for s in dense))
 
 
 def estimate_student_rl(recipe, c: PlanContext) -> StageEstimate | None:
     r, dense = recipe.distill.rl, _dense(recipe)
     return _sum("student_rl", [rl_estimate(s.pretrain.model, c.vocab, r.steps, r.prompts_per_step * r.num_generations,
-                                           r.max_completion_length, r.beta, c.plan, c.peak, "student_rl")
+                                           r.max_completion_length, r.beta, c.plan, c.peak, "student_rl", r)
                                for s in dense], ", ".join(s.name for s in dense))
 
 
@@ -408,7 +474,8 @@ def format_plan(name: str, result: dict, plan: PlanConfig, measured_s: dict[str,
     for s in result["stages"]:
         mem = ", ".join(f"{k} {v:.3g}" for k, v in s.memory_gib.items())
         if cap and sum(s.memory_gib.values()) > cap:
-            mem += f" (**{sum(s.memory_gib.values()):.0f} > {cap:.0f} GiB: needs more GPUs or sharding**)"
+            mem += (f" (**{sum(s.memory_gib.values()):.0f} > {cap:.0f} GiB: does not fit; more processes with "
+                    "parallel: fsdp, gradient_accumulation_steps, gradient_checkpointing or lora**)")
         row = (f"| {s.stage} | {_fmt(s.tokens)} | {s.flops:.3g} | {s.gpu_hours:.4g} | {_wall(s.wall_hours * 3600)} "
                f"| {s.dollars:,.2f} | {mem} | {s.detail} |")
         if measured_s is not None:

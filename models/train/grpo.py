@@ -100,6 +100,9 @@ class GRPOStageConfig(PromptSources, TrainerProcesses):
             raise ValueError(f"prompts_per_step={self.prompts_per_step} must divide by nproc*nnodes="
                              f"{self.world_size} (each process samples whole groups of its own prompts)")
         global_batch_check(self.prompts_per_step * self.num_generations, self, "prompts_per_step*num_generations")
+        if self.launched and self.engine.tensor_parallel_size > 1:
+            raise ValueError("engine.tensor_parallel_size > 1 with nproc*nnodes > 1 is not supported yet: each "
+                             "process's colocated engine serves its own prompts on its own GPU")
         if self.launched and (self.engine.servers or self.engine.launch_servers):
             raise ValueError("engine.servers / engine.launch_servers with nproc*nnodes > 1 is not supported yet: "
                              "with several training processes each one samples on its own colocated engine")
