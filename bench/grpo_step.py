@@ -20,6 +20,12 @@ losses must match and only the sync differs. `tiny` is the recipe's base checkpo
 randomly initialised policy with Qwen2-0.5B's shape (d 896, 24 layers, 14/2 heads, 151,936-token
 embedding, tied) and the recipe's tokenizer, with short generations. Target (issue 21): sync at most 2%
 of a step. Writes bench/results/grpo_sync_<shape>_<device>.json.
+
+    python bench/grpo_step.py --processes [--shape tiny|qwen2_0.5b] [--steps 4]
+
+The same `run_grpo` on one process vs two (torchrun, DDP, one colocated engine each; tasks/common.py
+`launch`), same global batch and seed, so rollouts and rewards must match: step time and its split, and
+the whole run's wall time including start-up. Writes bench/results/grpo_processes_<shape>_<device>.json.
 """
 
 from __future__ import annotations
@@ -143,10 +149,59 @@ def sync_arm(recipe, refs, shape: str, steps: int, policy: Path, mode: str, out:
     with tempfile.TemporaryDirectory() as tmp:
         run_grpo(sync_cfg(recipe, shape, steps), policy, rows, Path(tmp) / "out", Path(tmp) / "work")
         metrics = pq.read_table(Path(tmp) / "out" / "r1flow" / "metrics.parquet").to_pylist()
-    out.write_text(json.dumps([{"step": m["step"], "step_s": m["time/step_s"], "generation_s": m["time/generation_s"],
-                                "weight_sync_s": m["time/weight_sync_s"], "rewards_s": m["time/rewards_s"],
-                                "training_s": m["time/training_s"], "reward_mean": m["rl/reward_mean"],
-                                "loss": m["train/loss"], "logprob_gap": m["rl/logprob_gap"]} for m in metrics]))
+    out.write_text(json.dumps(step_rows(metrics)))
+
+
+def step_rows(metrics: list[dict]) -> list[dict]:
+    return [{"step": m["step"], "step_s": m["time/step_s"], "generation_s": m["time/generation_s"],
+             "weight_sync_s": m["time/weight_sync_s"], "rewards_s": m["time/rewards_s"],
+             "training_s": m["time/training_s"], "reward_mean": m["rl/reward_mean"],
+             "loss": m["train/loss"], "logprob_gap": m["rl/logprob_gap"]} for m in metrics]
+
+
+def compare_processes(recipe, refs, shape: str, steps: int, argv: list[str]) -> None:
+    """--processes: one process (a child, as --sync's memory arm) vs two under torchrun."""
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from r1flow.tasks.common import launch
+
+    cfg = sync_cfg(recipe, shape, steps)
+    runs, wall = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        policy = (Path(refs["pretrain"].path) if shape == "tiny"
+                  else random_policy(refs["pretrain"].path, tmp / "policy"))
+        t = time.perf_counter()
+        subprocess.run([sys.executable, __file__, *argv, "--arm", "memory", "--policy", str(policy),
+                        "--arm-out", str(tmp / "one.json")], check=True)
+        wall["1"], runs["1"] = time.perf_counter() - t, json.loads((tmp / "one.json").read_text())
+        two = cfg.model_copy(update={"nproc": 2})
+        prompts = tmp / "prompts.jsonl"
+        prompts.write_text("".join(json.dumps(r) + "\n" for r in read_rows(refs["world"].file("rl.parquet"),
+                                                                            "prompts")))
+        t = time.perf_counter()
+        launch("grpo", "r1flow.models.train.grpo", two,
+               {"config": two.model_dump(mode="json"), "base": str(policy), "prompts": str(prompts),
+                "reward_model": None, "out": str(tmp / "out2"), "work": str(tmp / "work2"), "stage": "grpo"},
+               tmp / "work2")
+        wall["2"] = time.perf_counter() - t
+        runs["2"] = step_rows(pq.read_table(tmp / "out2" / "r1flow" / "metrics.parquet").to_pylist())
+    same = all(a["reward_mean"] == b["reward_mean"] for a, b in zip(runs["1"], runs["2"]))
+    s = {n: summarize(r) for n, r in runs.items()}
+    result = {"benchmark": "grpo_processes", "device": device_name(), "recipe": recipe.name, "shape": shape,
+              "steps": steps, "prompts_per_step": cfg.prompts_per_step, "G": cfg.num_generations,
+              "max_completion_length": cfg.max_completion_length, "one_process": s["1"], "two_processes": s["2"],
+              "step_speedup": s["1"]["step_s"] / s["2"]["step_s"], "run_wall_s": wall,
+              "same_rewards": same, "per_step": runs}
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"grpo_processes_{shape.replace('.', '')}_{device_name()}.json"
+    out.write_text(json.dumps(result, indent=1))
+    for n, label in (("1", "one process"), ("2", "two processes")):
+        print(f"{label:13s} {s[n]['step_s']:.2f}s/step (gen {s[n]['generation_s']:.2f}, sync {s[n]['weight_sync_s']:.3f}, "
+              f"train {s[n]['training_s']:.2f}); run {wall[n]:.0f}s with start-up")
+    print(f"two processes: {result['step_speedup']:.2f}x per step; same rewards: {same}\nwrote {out}")
 
 
 def compare_sync(recipe, refs, shape: str, steps: int, argv: list[str]) -> None:
@@ -192,7 +247,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--sync", action="store_true",
                     help="Compare weight sync from memory vs a checkpoint per step.")
-    ap.add_argument("--shape", choices=["tiny", "qwen2_0.5b"], default="tiny", help="With --sync: the policy.")
+    ap.add_argument("--processes", action="store_true", help="Compare one training process with two (torchrun).")
+    ap.add_argument("--shape", choices=["tiny", "qwen2_0.5b"], default="tiny",
+                    help="With --sync or --processes: the policy.")
     ap.add_argument("--arm", choices=["memory", "disk"], help=argparse.SUPPRESS)  # --sync's child processes
     ap.add_argument("--policy", help=argparse.SUPPRESS)
     ap.add_argument("--arm-out", help=argparse.SUPPRESS)
@@ -206,6 +263,9 @@ def main() -> None:
         return sync_arm(recipe, refs, args.shape, args.steps, Path(args.policy), args.arm, Path(args.arm_out))
     if args.sync:
         return compare_sync(recipe, refs, args.shape, args.steps, sys.argv[1:])
+    if args.processes:
+        return compare_processes(recipe, refs, args.shape, args.steps,
+                                 [a for a in sys.argv[1:] if a != "--processes"])
     cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
     with tempfile.TemporaryDirectory() as tmp:
