@@ -101,6 +101,7 @@ def test_grpo_killed_mid_run_resumes_from_checkpoint(smoke_run, tmp_path):
     assert summary["resumed_from_step"] == 2
     metrics = pq.read_table(out / "r1flow" / "metrics.parquet").to_pydict()
     assert metrics["step"] == [1, 2, 3, 4]
+    assert None not in metrics["train/loss"] and None not in metrics["rl/kl"]  # each step's own, none lagging
     assert max(metrics["rl/logprob_gap"]) <= 1e-3
     rollouts = pq.read_table(out / "r1flow" / "rollouts.parquet").to_pylist()
     assert sorted({r["step"] for r in rollouts}) == [1, 2, 3, 4]

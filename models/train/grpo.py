@@ -307,14 +307,14 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     names = list(cfg.rewards)
 
     class Recorder(TrainerCallback):
+        """on_step_end gathers the step's rollouts and timings; the Trainer logs the step's loss, KL, clip
+        ratio and entropy after it (on_log), so the step's row is written there."""
+
         def __init__(self):
-            self.logs: dict = {}
+            self.pending: dict | None = None
 
         def on_step_begin(self, args, state_, control, **kw):
             rec.step_t0 = time.perf_counter()
-
-        def on_log(self, args, state_, control, logs=None, **kw):
-            self.logs = dict(logs or {})
 
         def on_step_end(self, args, state_, control, **kw):
             step = state_.global_step
@@ -349,19 +349,27 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
                      "reasoning_notation": dominant_notation(reasoning_text(completions[i]))}
                     for i in range(len(completions))]
             rec.append("rollouts", rows)
-            lg = self.logs
             m = {"step": step, "rl/reward_mean": float(np.mean(total)), "rl/reward_std": float(np.std(total)),
                  **{f"rl/reward/{n}_mean": float(np.nanmean(comps[n])) for n in names},
                  "rl/accuracy": float(np.nanmean(comps["accuracy"])) if "accuracy" in comps else None,
                  "rl/format_rate": float(np.nanmean(comps["format"])) if "format" in comps else None,
                  "rl/completion_length": float(np.mean(lengths)),
                  "rl/truncated_rate": float(np.mean(truncated)),
-                 "rl/frac_reward_zero_std": lg.get("frac_reward_zero_std"), "rl/kl": lg.get("kl"),
-                 "rl/clip_ratio": lg.get("clip_ratio/region_mean"), "rl/entropy": lg.get("entropy"),
-                 "train/loss": lg.get("loss"), "train/grad_norm": lg.get("grad_norm"),
                  "rl/logprob_gap": gap, "rl/reward_timeouts": local["timeouts"],
                  "time/generation_s": gen_s, "time/weight_sync_s": sync_s, "time/rewards_s": reward_s,
                  "time/training_s": max(0.0, wall - gen_s - sync_s - reward_s), "time/step_s": wall}
+            self.pending = m
+
+        def on_log(self, args, state_, control, logs=None, **kw):
+            m, lg = self.pending, logs or {}
+            if m is None or m["step"] != state_.global_step or "loss" not in lg:
+                return  # another process, or the end-of-training summary
+            self.pending = None
+            m |= {"rl/frac_reward_zero_std": lg.get("frac_reward_zero_std"), "rl/kl": lg.get("kl"),
+                  "rl/clip_ratio": lg.get("clip_ratio/region_mean"), "rl/entropy": lg.get("entropy"),
+                  "train/loss": lg.get("loss"), "train/grad_norm": lg.get("grad_norm")}
+            step, gen_s, sync_s = m["step"], m["time/generation_s"], m["time/weight_sync_s"]
+            gap, reward_s, wall = m["rl/logprob_gap"], m["time/rewards_s"], m["time/step_s"]
             rec.append("metrics", [m])
             metrics.append(m)
             tracking.log(m, step)
