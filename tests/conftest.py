@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,29 @@ def with_teacher(recipe, source: str):
     and the distilled students); the explicit list is refused (tests/test_stages.py)."""
     return recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"teacher_from": source}),
                                      "export": recipe.export.model_copy(update={"checkpoints": None})})
+
+
+@pytest.fixture
+def worker_env(monkeypatch):
+    """Runs a training stage on several processes (tasks/common.py `launch`) with tests/dist_worker.py as the
+    torchrun worker: the stage's own worker with the `length` reward registered in every process."""
+    from r1flow.data import rewards
+    from r1flow.tasks.common import launch
+
+    tests = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(tests)
+    import dist_worker
+
+    monkeypatch.setitem(rewards.REWARDS, "length", dist_worker.length_reward)  # for the one-process runs here
+
+    def run(stage: str, cfg, spec: dict, work: Path, kill_at: int | None = None) -> dict:
+        monkeypatch.setenv("R1FLOW_TEST_STAGE", stage)
+        if kill_at:
+            monkeypatch.setenv("R1FLOW_TEST_KILL_AT", str(kill_at))
+        else:
+            monkeypatch.delenv("R1FLOW_TEST_KILL_AT", raising=False)
+        return launch(stage, "dist_worker", cfg, {"config": cfg.model_dump(mode="json"), "stage": stage,
+                                                  "work": str(work)} | spec, work)
+
+    return run

@@ -85,6 +85,33 @@ def test_grpo_samples_from_the_fleet(fleet, smoke_run, tmp_path):
     assert len(per_server) == 2 and min(per_server) >= cfg.steps * cfg.prompts_per_step // 2
 
 
+def test_two_training_processes_share_the_fleet(fleet, smoke_run, tmp_path, worker_env):
+    """GRPO on 2 processes (DDP) samples from the same servers as on one, with one sync per step: the same
+    rollouts, the servers on the trainer's weights at every step, the same weights after the run."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from r1flow.models.train.grpo import GRPOStageConfig
+    from test_multiprocess import weights_diff
+
+    recipe, _, paths = smoke_run
+    rows = read_rows(f"{paths['world']}/rl.parquet", "prompts")
+    kw = recipe.r1_zero.model_dump() | {"steps": 2, "learning_rate": 1e-3, "rewards": {"length": 1.0, "format": 1.0},
+                                        "engine": ENGINE.model_copy(update={"servers": fleet.urls}).model_dump()}
+    run_grpo(GRPOStageConfig(**kw), paths["pretrain"], rows, tmp_path / "one", tmp_path / "w1")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    worker_env("grpo", GRPOStageConfig(**kw | {"nproc": 2}),
+               {"base": str(paths["pretrain"]), "prompts": str(prompts), "reward_model": None,
+                "out": str(tmp_path / "two")}, tmp_path / "w2")
+    one, two = (pq.read_table(tmp_path / d / "r1flow" / "rollouts.parquet").to_pylist() for d in ("one", "two"))
+    assert [r["completion"] for r in one] == [r["completion"] for r in two]
+    metrics = pq.read_table(tmp_path / "two" / "r1flow" / "metrics.parquet").to_pylist()
+    assert max(m["rl/logprob_gap"] for m in metrics) <= 1e-3
+    assert weights_diff(tmp_path / "one", tmp_path / "two") <= 1e-4
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the workaround is for vLLM's CPU platform")
 def test_a_dense_model_server_serves_seeded_batches_over_the_token_budget(smoke_run, tmp_path):
     """vLLM on CPU keeps chunked prefill on for non-MLA models, and a split prompt's seeded generator

@@ -6,7 +6,6 @@ the re-run resumes.   pytest tests/test_multiprocess.py"""
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -16,36 +15,11 @@ from safetensors.torch import load_file
 
 from r1flow.data.schemas import read_rows
 from r1flow.data.templates import tagged_response
-from r1flow.tasks.common import launch
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).parent
 
 
-@pytest.fixture
-def worker_env(monkeypatch):
-    """tests/dist_worker.py as the torchrun worker (its `length` reward registered in every process)."""
-    from r1flow.data import rewards
-
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.syspath_prepend(str(TESTS))
-    import dist_worker
-
-    monkeypatch.setitem(rewards.REWARDS, "length", dist_worker.length_reward)  # for the one-process runs here
-
-    def run(stage: str, cfg, spec: dict, work: Path, kill_at: int | None = None) -> dict:
-        monkeypatch.setenv("R1FLOW_TEST_STAGE", stage)
-        if kill_at:
-            monkeypatch.setenv("R1FLOW_TEST_KILL_AT", str(kill_at))
-        else:
-            monkeypatch.delenv("R1FLOW_TEST_KILL_AT", raising=False)
-        return launch(stage, "dist_worker", cfg, {"config": cfg.model_dump(mode="json"), "stage": stage,
-                                                  "work": str(work)} | spec, work)
-
-    return run
-
-
-def _weights_diff(a: Path, b: Path) -> float:
+def weights_diff(a: Path, b: Path) -> float:
     x, y = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
     assert x.keys() == y.keys()
     return max((x[k] - y[k]).abs().max().item() for k in x)
@@ -80,10 +54,10 @@ def test_sft_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
         losses = [pq.read_table(o / "r1flow" / "metrics.parquet").column("train/loss").to_pylist()
                   for o in (tmp_path / "one", out)]
         assert losses[0][0] == pytest.approx(losses[1][0], abs=1e-5), (parallel, losses)
-        assert _weights_diff(tmp_path / "one", out) <= 1e-4, parallel
+        assert weights_diff(tmp_path / "one", out) <= 1e-4, parallel
         outs[parallel] = out
-    assert _weights_diff(outs["ddp"], outs["fsdp"]) <= 1e-4
-    assert _weights_diff(tmp_path / "one", paths["pretrain"]) > 1e-3  # it trained
+    assert weights_diff(outs["ddp"], outs["fsdp"]) <= 1e-4
+    assert weights_diff(tmp_path / "one", paths["pretrain"]) > 1e-3  # it trained
 
 
 def test_grpo_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
@@ -115,10 +89,10 @@ def test_grpo_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
         assert max(m["rl/logprob_gap"] for m in metrics) <= 1e-3, parallel
         written = [str(p.relative_to(work)) for p in work.rglob("*.safetensors")]
         assert all(w.startswith("trainer/checkpoint-") for w in written), written
-        assert _weights_diff(tmp_path / "one", out) <= 1e-4, parallel
+        assert weights_diff(tmp_path / "one", out) <= 1e-4, parallel
         outs[parallel] = out
-    assert _weights_diff(outs["ddp"], outs["fsdp"]) <= 1e-4
-    assert _weights_diff(tmp_path / "one", paths["pretrain"]) > 1e-4  # it trained
+    assert weights_diff(outs["ddp"], outs["fsdp"]) <= 1e-4
+    assert weights_diff(tmp_path / "one", paths["pretrain"]) > 1e-4  # it trained
 
 
 def test_reward_model_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
@@ -144,7 +118,7 @@ def test_reward_model_on_two_processes_equals_one(smoke_run, tmp_path, worker_en
     assert two["steps"] == one["steps"] == 4
     assert two["loss_first_10pct"] == pytest.approx(one["loss_first_10pct"], abs=1e-5)
     assert two["heldout_pair_accuracy"] == one["heldout_pair_accuracy"]
-    assert _weights_diff(tmp_path / "one", tmp_path / "two") <= 1e-4
+    assert weights_diff(tmp_path / "one", tmp_path / "two") <= 1e-4
 
 
 def _alive(marker: str) -> list[int]:
@@ -196,8 +170,10 @@ def test_process_settings_are_checked_before_any_work():
         GRPOStageConfig(prompts_per_step=2, num_generations=4, nproc=2, gradient_accumulation_steps=8)
     with pytest.raises(ValidationError, match="lora with parallel=fsdp is not supported"):
         SFTStageConfig(nproc=2, parallel="fsdp", lora=LoraSettings())
-    with pytest.raises(ValidationError, match="engine.servers / engine.launch_servers with nproc"):
+    with pytest.raises(ValidationError, match="engine.launch_servers with nproc"):
         GRPOStageConfig(nproc=2, engine={"launch_servers": 1})
+    with pytest.raises(ValidationError, match="engine.tensor_parallel_size > 1 with nproc"):
+        GRPOStageConfig(nproc=2, engine={"tensor_parallel_size": 2})
     with pytest.raises(ValidationError, match="nnodes=2 needs rdzv_endpoint"):
         SFTStageConfig(nnodes=2)
     assert SFTStageConfig(nproc=2, nnodes=2, node_rank=1, rdzv_endpoint="node0:29400").world_size == 4

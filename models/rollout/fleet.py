@@ -55,6 +55,10 @@ def server_flags(args: dict) -> list[str]:
     return out
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,7 +87,7 @@ class VLLMServerFleet:
             self._wait_ready()
             self.requests = [0] * len(self.urls)  # per server, for the stage summary
             self.served = self._served_model()
-            if cfg.launch_servers == 0:  # servers someone else started hold other weights: load ours
+            if cfg.launch_servers == 0 and _rank() == 0:  # servers someone else started hold other weights
                 self.update_weights(model_dir)
         except BaseException:
             self.close()
@@ -183,12 +187,27 @@ class VLLMServerFleet:
     def sync_from(self, model, scratch: Path) -> None:
         """Through a checkpoint directory: the one place r1flow still writes weights to sync them. Servers are
         other processes (other nodes on a cluster); they read `scratch`, so it must be on storage they share.
-        (vLLM's weight-transfer engines, NCCL between GPUs, would stream the tensors instead.)"""
+        (vLLM's weight-transfer engines, NCCL between GPUs, would stream the tensors instead.) The tensors are
+        `checkpoint_tensors(model)`: what `save_pretrained` writes, LoRA merged, FSDP shards gathered. With
+        several training processes every one calls this (the gather is collective); the first writes and
+        updates the servers and the others wait for it: one sync per step, however many processes train."""
         import shutil
 
-        shutil.rmtree(scratch, ignore_errors=True)
-        model.save_pretrained(str(scratch), safe_serialization=True)
-        self.update_weights(str(scratch))
+        import torch
+        from safetensors.torch import save_file
+
+        from r1flow.models.rollout.engine import checkpoint_tensors
+
+        with torch.no_grad():
+            tensors = checkpoint_tensors(model)
+        if _rank() == 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(scratch / "model.safetensors"),
+                      metadata={"format": "pt"})
+            self.update_weights(str(scratch))
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # no process samples before the servers hold the new weights
 
     def update_weights(self, checkpoint_dir: str) -> None:
         path = str(Path(checkpoint_dir).resolve())

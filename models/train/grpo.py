@@ -103,9 +103,9 @@ class GRPOStageConfig(PromptSources, TrainerProcesses):
         if self.launched and self.engine.tensor_parallel_size > 1:
             raise ValueError("engine.tensor_parallel_size > 1 with nproc*nnodes > 1 is not supported yet: each "
                              "process's colocated engine serves its own prompts on its own GPU")
-        if self.launched and (self.engine.servers or self.engine.launch_servers):
-            raise ValueError("engine.servers / engine.launch_servers with nproc*nnodes > 1 is not supported yet: "
-                             "with several training processes each one samples on its own colocated engine")
+        if self.launched and self.engine.launch_servers:
+            raise ValueError("engine.launch_servers with nproc*nnodes > 1 is not supported yet: start the servers "
+                             "and list them in engine.servers (every training process shares them)")
         lora_check(self)
         return self
 
@@ -388,6 +388,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     try:
         if engine is None:
             engine = make_engine(str(base_dir), cfg.engine, log_dir=work / "vllm-servers")
+            torch.distributed.barrier()  # every engine is up (a shared fleet holds the base) before any samples
         trainer.train(resume_from_checkpoint=last)
         save_trained(trainer, tok, out_dir)  # before the engine closes: a colocated one ends the process group
     finally:
