@@ -40,7 +40,7 @@ def train(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, 
           work: Path, label: str = "pretrain") -> None:
     corpus, heldout = world_ref.file("corpus.parquet"), world_ref.file("heldout.parquet")
     progress = Progress(label, cfg.steps)
-    if cfg.nproc == 1:
+    if not cfg.launched:
         summary |= pt.pretrain(cfg, corpus, heldout, Path(tok_ref.path), out, work,
                                on_log=lambda rec: progress.update(rec["step"]))
     else:
