@@ -37,8 +37,7 @@ from r1flow.models.rollout.fleet import make_engine
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import last_checkpoint, save_trained
 from r1flow.models.train.launch import TrainerProcesses, global_batch_check, rank, trainer_kwargs, worker_main
-from r1flow.models.train.lora import LoraSettings
-from r1flow.models.train.sft import lora_check
+from r1flow.models.train.lora import LoraSettings, lora_check
 
 
 class GRPOStageConfig(PromptSources, TrainerProcesses):

@@ -71,3 +71,11 @@ def merged_state_dict(model) -> dict:
     if deltas:  # an adapter whose weight was not found would silently not reach the engine
         raise RuntimeError(f"LoRA merge: no base weight for adapted {sorted(deltas)[:3]}")
     return out
+
+
+def lora_check(cfg) -> None:
+    """LoRA trains on one process or under DDP; its merge at save (models/train/checkpoint.py) needs the
+    whole model in one process, which FSDP's shards are not."""
+    if cfg.lora is not None and cfg.parallel == "fsdp" and cfg.launched:
+        raise ValueError("lora with parallel=fsdp is not supported (the adapters are merged into the full "
+                         "weights at save); LoRA's frozen base fits where the full model does: use parallel=ddp")

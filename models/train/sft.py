@@ -25,7 +25,7 @@ from r1flow.data.templates import prompt_messages
 from r1flow.models.train import tracking
 from r1flow.models.train.checkpoint import last_checkpoint, save_trained
 from r1flow.models.train.launch import TrainerProcesses, global_batch_check, rank, trainer_kwargs, worker_main
-from r1flow.models.train.lora import LoraSettings
+from r1flow.models.train.lora import LoraSettings, lora_check
 
 
 class SFTStageConfig(TrainerProcesses):
@@ -66,14 +66,6 @@ class SFTStageConfig(TrainerProcesses):
         global_batch_check(self.batch_size, self)
         lora_check(self)
         return self
-
-
-def lora_check(cfg) -> None:
-    """LoRA trains on one process or under DDP; its merge at save (models/train/checkpoint.py) needs the
-    whole model in one process, which FSDP's shards are not."""
-    if cfg.lora is not None and cfg.parallel == "fsdp" and cfg.launched:
-        raise ValueError("lora with parallel=fsdp is not supported (the adapters are merged into the full "
-                         "weights at save); LoRA's frozen base fits where the full model does: use parallel=ddp")
 
 
 def sft_dataset(samples: list[dict]):
