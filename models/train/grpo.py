@@ -7,7 +7,9 @@ step the vLLM engine first receives the trainer's current weights (`sync_from`: 
 samples G completions per prompt, and the rollout-vs-trainer log-prob gap is measured on a few of
 them. A callback writes per-step metrics and every rollout (Parquet), times each phase (generation,
 weight sync, rewards, training) and checkpoints are TRL's own (`save_steps`), resumed after a crash.
-This module does not know about Prefect or the artifact store.
+Under torchrun (`nproc` > 1, models/train/launch.py) each process samples its share of the step's
+prompts, with the request seeds one process would give them, and the first process gathers and writes
+the rollouts and metrics. This module does not know about Prefect or the artifact store.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from r1flow.models.train.lora import LoraSettings, lora_check
 class GRPOStageConfig(PromptSources, TrainerProcesses):
     """An RL stage: GRPO hyper-parameters (names as in TRL's GRPOConfig), rewards, rollouts, and where
     its prompts come from (`datasets`, `template`: data/sources.py). `nproc`/`parallel` train it on
-    several processes (models/train/launch.py), each with its own colocated engine."""
+    several processes (models/train/launch.py), each sampling its share of the prompts on its own
+    colocated engine or on the server fleet they share."""
 
     steps: int = Field(60, ge=1, description="Optimizer steps (one generation batch each).")
     prompts_per_step: int = Field(8, ge=1, description="Distinct prompts per step, over all processes (each "
