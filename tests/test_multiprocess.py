@@ -6,7 +6,6 @@ the re-run resumes.   pytest tests/test_multiprocess.py"""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,6 +22,14 @@ def weights_diff(a: Path, b: Path) -> float:
     x, y = load_file(Path(a) / "model.safetensors"), load_file(Path(b) / "model.safetensors")
     assert x.keys() == y.keys()
     return max((x[k] - y[k]).abs().max().item() for k in x)
+
+
+def modes_agree(one: Path, outs: dict[str, Path], base: str, moved: float) -> None:
+    """DDP's and FSDP's weights equal one process's and each other's to 1e-4, and training moved them."""
+    for parallel, out in outs.items():
+        assert weights_diff(one, out) <= 1e-4, parallel
+    assert weights_diff(outs["ddp"], outs["fsdp"]) <= 1e-4
+    assert weights_diff(one, base) > moved
 
 
 def _jsonl(rows: list[dict], path: Path) -> str:
@@ -54,10 +61,8 @@ def test_sft_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
         losses = [pq.read_table(o / "r1flow" / "metrics.parquet").column("train/loss").to_pylist()
                   for o in (tmp_path / "one", out)]
         assert losses[0][0] == pytest.approx(losses[1][0], abs=1e-5), (parallel, losses)
-        assert weights_diff(tmp_path / "one", out) <= 1e-4, parallel
         outs[parallel] = out
-    assert weights_diff(outs["ddp"], outs["fsdp"]) <= 1e-4
-    assert weights_diff(tmp_path / "one", paths["pretrain"]) > 1e-3  # it trained
+    modes_agree(tmp_path / "one", outs, paths["pretrain"], moved=1e-3)
 
 
 def test_grpo_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
@@ -89,23 +94,17 @@ def test_grpo_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
         assert max(m["rl/logprob_gap"] for m in metrics) <= 1e-3, parallel
         written = [str(p.relative_to(work)) for p in work.rglob("*.safetensors")]
         assert all(w.startswith("trainer/checkpoint-") for w in written), written
-        assert weights_diff(tmp_path / "one", out) <= 1e-4, parallel
         outs[parallel] = out
-    assert weights_diff(outs["ddp"], outs["fsdp"]) <= 1e-4
-    assert weights_diff(tmp_path / "one", paths["pretrain"]) > 1e-4  # it trained
+    modes_agree(tmp_path / "one", outs, paths["pretrain"], moved=1e-4)
 
 
 def test_reward_model_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
     from r1flow.models.train.reward_model import RewardModelConfig, train_reward_model
 
+    from test_r1_path import uppercase_pairs
+
     _, _, paths = smoke_run
-    words = "lime rock sun moon tree leaf river stone".split()
-    rng = random.Random(0)
-    pairs = []
-    for i in range(40):
-        text = " ".join(rng.sample(words, 3))
-        pairs.append({"problem_id": f"u{i}", "family": "upper", "question": f"Uppercase: {text}",
-                      "chosen": text.upper(), "rejected": text, "source": "world/rule"})
+    pairs = uppercase_pairs(40, "lime rock sun moon tree leaf river stone")
     kw = dict(epochs=1, learning_rate=3e-3, batch_size=8, max_length=128)
     one = train_reward_model(RewardModelConfig(**kw), paths["pretrain"], pairs[:32], pairs[32:], tmp_path / "one",
                              tmp_path / "w1")

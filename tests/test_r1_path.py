@@ -112,18 +112,23 @@ def test_preference_pairs_prefer_the_verified_answer():
     assert next(p for p in pairs if p["problem_id"] == "i4")["rejected"] == "red"
 
 
+def uppercase_pairs(n: int, words: str) -> list[dict]:
+    """Preference pairs whose chosen side is the uppercased text and rejected side the text as given."""
+    rng, vocab = random.Random(0), words.split()
+    pairs = []
+    for i in range(n):
+        text = " ".join(rng.sample(vocab, 3))
+        pairs.append({"problem_id": f"u{i}", "family": "upper", "question": f"Uppercase: {text}",
+                      "chosen": text.upper(), "rejected": text, "source": "world/rule"})
+    return pairs
+
+
 @pytest.mark.slow
 def test_reward_model_learns_a_checkable_preference_and_scores_general_prompts_only(smoke_run, tmp_path):
     from r1flow.models.train.reward_model import RewardModelConfig, RewardModelScorer, pair_accuracy, train_reward_model
 
     _, _, paths = smoke_run
-    words = "lime rock sun moon tree leaf river stone cloud bird fish lamp door road hill snow".split()
-    rng = random.Random(0)
-    pairs = []
-    for i in range(160):
-        text = " ".join(rng.sample(words, 3))
-        pairs.append({"problem_id": f"u{i}", "family": "upper", "question": f"Uppercase: {text}",
-                      "chosen": text.upper(), "rejected": text, "source": "world/rule"})
+    pairs = uppercase_pairs(160, "lime rock sun moon tree leaf river stone cloud bird fish lamp door road hill snow")
     cfg = RewardModelConfig(epochs=3, learning_rate=3e-3, batch_size=16, max_length=128)
     summary = train_reward_model(cfg, paths["pretrain"], pairs[:128], pairs[128:], tmp_path / "rm", tmp_path / "work")
     assert summary["heldout_pair_accuracy"] >= 0.9, summary
