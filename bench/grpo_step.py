@@ -21,11 +21,13 @@ randomly initialised policy with Qwen2-0.5B's shape (d 896, 24 layers, 14/2 head
 embedding, tied) and the recipe's tokenizer, with short generations. Target (issue 21): sync at most 2%
 of a step. Writes bench/results/grpo_sync_<shape>_<device>.json.
 
-    python bench/grpo_step.py --processes [--shape tiny|qwen2_0.5b] [--steps 4]
+    python bench/grpo_step.py --processes [--shape tiny|qwen2_0.5b] [--parallel ddp|fsdp] [--steps 4]
 
-The same `run_grpo` on one process vs two (torchrun, DDP, one colocated engine each; tasks/common.py
-`launch`), same global batch and seed, so rollouts and rewards must match: step time and its split, and
-the whole run's wall time including start-up. Writes bench/results/grpo_processes_<shape>_<device>.json.
+The same `run_grpo` on one process vs two (torchrun, DDP or FSDP2, one colocated engine each;
+tasks/common.py `launch`), same global batch and seed, so rollouts and rewards must match: step time
+and its split, and the whole run's wall time including start-up. (Two DDP replicas of the 0.5B shape,
+each with its reference model, optimizer and engine, do not fit 24 GiB: use --parallel fsdp there.)
+Writes bench/results/grpo_processes_<shape>[_fsdp]_<device>.json.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def step_rows(metrics: list[dict]) -> list[dict]:
              "loss": m["train/loss"], "logprob_gap": m["rl/logprob_gap"]} for m in metrics]
 
 
-def compare_processes(recipe, refs, shape: str, steps: int, argv: list[str]) -> None:
+def compare_processes(recipe, refs, shape: str, steps: int, parallel: str, argv: list[str]) -> None:
     """--processes: one process (a child, as --sync's memory arm) vs two under torchrun."""
     import subprocess
 
@@ -177,7 +179,7 @@ def compare_processes(recipe, refs, shape: str, steps: int, argv: list[str]) -> 
         subprocess.run([sys.executable, __file__, *argv, "--arm", "memory", "--policy", str(policy),
                         "--arm-out", str(tmp / "one.json")], check=True)
         wall["1"], runs["1"] = time.perf_counter() - t, json.loads((tmp / "one.json").read_text())
-        two = cfg.model_copy(update={"nproc": 2})
+        two = cfg.model_copy(update={"nproc": 2, "parallel": parallel})
         prompts = tmp / "prompts.jsonl"
         prompts.write_text("".join(json.dumps(r) + "\n" for r in read_rows(refs["world"].file("rl.parquet"),
                                                                             "prompts")))
@@ -192,11 +194,12 @@ def compare_processes(recipe, refs, shape: str, steps: int, argv: list[str]) -> 
     s = {n: summarize(r) for n, r in runs.items()}
     result = {"benchmark": "grpo_processes", "device": device_name(), "recipe": recipe.name, "shape": shape,
               "steps": steps, "prompts_per_step": cfg.prompts_per_step, "G": cfg.num_generations,
-              "max_completion_length": cfg.max_completion_length, "one_process": s["1"], "two_processes": s["2"],
+              "max_completion_length": cfg.max_completion_length, "parallel": parallel,
+              "one_process": s["1"], "two_processes": s["2"],
               "step_speedup": s["1"]["step_s"] / s["2"]["step_s"], "run_wall_s": wall,
               "same_rewards": same, "per_step": runs}
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"grpo_processes_{shape.replace('.', '')}_{device_name()}.json"
+    out = OUT / f"grpo_processes_{shape.replace('.', '')}{'_fsdp' if parallel == 'fsdp' else ''}_{device_name()}.json"
     out.write_text(json.dumps(result, indent=1))
     for n, label in (("1", "one process"), ("2", "two processes")):
         print(f"{label:13s} {s[n]['step_s']:.2f}s/step (gen {s[n]['generation_s']:.2f}, sync {s[n]['weight_sync_s']:.3f}, "
@@ -248,6 +251,7 @@ def main() -> None:
     ap.add_argument("--sync", action="store_true",
                     help="Compare weight sync from memory vs a checkpoint per step.")
     ap.add_argument("--processes", action="store_true", help="Compare one training process with two (torchrun).")
+    ap.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="With --processes: the two's.")
     ap.add_argument("--shape", choices=["tiny", "qwen2_0.5b"], default="tiny",
                     help="With --sync or --processes: the policy.")
     ap.add_argument("--arm", choices=["memory", "disk"], help=argparse.SUPPRESS)  # --sync's child processes
@@ -264,7 +268,7 @@ def main() -> None:
     if args.sync:
         return compare_sync(recipe, refs, args.shape, args.steps, sys.argv[1:])
     if args.processes:
-        return compare_processes(recipe, refs, args.shape, args.steps,
+        return compare_processes(recipe, refs, args.shape, args.steps, args.parallel,
                                  [a for a in sys.argv[1:] if a != "--processes"])
     cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
