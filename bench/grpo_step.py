@@ -24,7 +24,7 @@ of a step. Writes bench/results/grpo_sync_<shape>_<device>.json.
     python bench/grpo_step.py --processes [--shape tiny|qwen2_0.5b] [--parallel ddp|fsdp] [--steps 4]
 
 The same `run_grpo` on one process vs two (torchrun, DDP or FSDP2, one colocated engine each;
-tasks/common.py `launch`), same global batch and seed, so rollouts and rewards must match: step time
+tasks/torchrun.py `launch`), same global batch and seed, so rollouts and rewards must match: step time
 and its split, and the whole run's wall time including start-up. (Two DDP replicas of the 0.5B shape,
 each with its reference model, optimizer and engine, do not fit 24 GiB: use --parallel fsdp there.)
 Writes bench/results/grpo_processes_<shape>[_fsdp]_<device>.json.
@@ -167,7 +167,7 @@ def compare_processes(recipe, refs, shape: str, steps: int, parallel: str, argv:
 
     import pyarrow.parquet as pq
 
-    from r1flow.tasks.common import launch
+    from r1flow.tasks.torchrun import launch
 
     cfg = sync_cfg(recipe, shape, steps)
     runs, wall = {}, {}

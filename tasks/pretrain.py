@@ -2,7 +2,7 @@
 model), stage 9's `student_pretrain` (a dense student, or one the user names) and `distill_teacher`
 (a teacher the user names, imported).
 
-With `nproc > 1` the training runs under `torchrun` in a child process (tasks/common.py `launch`, as every
+With `nproc > 1` the training runs under `torchrun` in a child process (tasks/torchrun.py `launch`, as every
 training stage does), which forwards its output and terminates it (and its workers) if the task is
 cancelled, so no orphan keeps a core or a GPU.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from r1flow.data.store import ArtifactRef
 from r1flow.models.train import pretrain as pt
-from r1flow.tasks.common import BuildContext, Progress, launch, publish_markdown
+from r1flow.tasks.common import BuildContext, Progress, publish_markdown
+from r1flow.tasks.torchrun import launch
 
 
 def import_base(source: str, tokenizer_dir: Path, out: Path, summary: dict) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from r1flow.data.schemas import write_rows
 from r1flow.models.eval import collect
 from r1flow.models.train import reward_model
-from r1flow.tasks.common import BuildContext, launch, log
+from r1flow.tasks.common import BuildContext, log
+from r1flow.tasks.torchrun import launch
 
 
 def build_reward_model(b: BuildContext) -> None:

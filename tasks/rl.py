@@ -13,7 +13,8 @@ from pathlib import Path
 
 from r1flow.data.schemas import read_rows
 from r1flow.models.train import grpo
-from r1flow.tasks.common import BuildContext, Progress, imported, launch, publish_markdown
+from r1flow.tasks.common import BuildContext, Progress, imported, publish_markdown
+from r1flow.tasks.torchrun import launch
 
 
 def curves_markdown(stage: str, summary: dict, png: Path) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from r1flow.data.schemas import read_rows
 from r1flow.models.train import sft
-from r1flow.tasks.common import BuildContext, Progress, imported, launch
+from r1flow.tasks.common import BuildContext, Progress, imported
+from r1flow.tasks.torchrun import launch
 
 
 def build_sft(b: BuildContext) -> None:

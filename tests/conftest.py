@@ -90,10 +90,10 @@ def with_teacher(recipe, source: str):
 
 @pytest.fixture
 def worker_env(monkeypatch):
-    """Runs a training stage on several processes (tasks/common.py `launch`) with tests/dist_worker.py as the
+    """Runs a training stage on several processes (tasks/torchrun.py `launch`) with tests/dist_worker.py as the
     torchrun worker: the stage's own worker with the `length` reward registered in every process."""
     from r1flow.data import rewards
-    from r1flow.tasks.common import launch
+    from r1flow.tasks.torchrun import launch
 
     tests = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))

@@ -1,7 +1,7 @@
 """The torchrun worker of tests/test_multiprocess.py: a stage's own worker (`_worker` of
 models/train/sft.py, grpo.py or reward_model.py, chosen by R1FLOW_TEST_STAGE) with a test reward
 registered (`length`), and, when R1FLOW_TEST_KILL_AT is set, rank 1 SIGKILLed as it starts that step's checkpoint.
-tasks/common.py `launch` runs it as `-m dist_worker` with tests/ on PYTHONPATH."""
+tasks/torchrun.py `launch` runs it as `-m dist_worker` with tests/ on PYTHONPATH."""
 
 from __future__ import annotations
 

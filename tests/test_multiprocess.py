@@ -48,7 +48,7 @@ def test_sft_on_two_processes_equals_one(smoke_run, tmp_path, worker_env):
 
     _, _, paths = smoke_run
     samples = _sft_samples(paths)
-    kw = dict(epochs=1, learning_rate=5e-3, batch_size=4, warmup_ratio=0.0, checkpoint_every=1000)
+    kw = {"epochs": 1, "learning_rate": 5e-3, "batch_size": 4, "warmup_ratio": 0.0, "checkpoint_every": 1000}
     one = run_sft(SFTStageConfig(**kw), paths["pretrain"], samples, tmp_path / "one", tmp_path / "w1")
     data = _jsonl(samples, tmp_path / "samples.jsonl")
     outs = {}
@@ -105,7 +105,7 @@ def test_reward_model_on_two_processes_equals_one(smoke_run, tmp_path, worker_en
 
     _, _, paths = smoke_run
     pairs = uppercase_pairs(40, "lime rock sun moon tree leaf river stone")
-    kw = dict(epochs=1, learning_rate=3e-3, batch_size=8, max_length=128)
+    kw = {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "max_length": 128}
     one = train_reward_model(RewardModelConfig(**kw), paths["pretrain"], pairs[:32], pairs[32:], tmp_path / "one",
                              tmp_path / "w1")
     cfg = RewardModelConfig(**kw, nproc=2)

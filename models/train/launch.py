@@ -12,7 +12,7 @@ FSDP2 rather than DeepSpeed ZeRO-3: it is PyTorch's own, needs no compiled exten
 gloo (so CI tests it), and pretraining already uses it; ZeRO-3's extra (optimizer offload to NVMe) is
 not what these stages' sizes need (models/plan.py sizes them).
 
-No Prefect here; the task side (tasks/common.py `launch`) starts torchrun and owns its process group.
+No Prefect here; the task side (tasks/torchrun.py `launch`) starts torchrun and owns its process group.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def worker_main(run: Callable[[dict], dict], description: str) -> None:
     import torch.distributed as dist
 
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--spec", required=True, help="JSON written by tasks/common.py `launch`")
+    ap.add_argument("--spec", required=True, help="JSON written by tasks/torchrun.py `launch`")
     spec = json.loads(Path(ap.parse_args().spec).read_text())
     if not torch.cuda.is_available():  # the node's cores, shared by its processes
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
