@@ -26,8 +26,9 @@ of a step. Writes bench/results/grpo_sync_<shape>_<device>.json.
 The same `run_grpo` on one process vs two (torchrun, DDP or FSDP2, one colocated engine each;
 tasks/torchrun.py `launch`), same global batch and seed, so rollouts and rewards must match: step time
 and its split, and the whole run's wall time including start-up. (Two DDP replicas of the 0.5B shape,
-each with its reference model, optimizer and engine, do not fit 24 GiB: use --parallel fsdp there.)
-Writes bench/results/grpo_processes_<shape>[_fsdp]_<device>.json.
+each with its reference model, optimizer and engine, do not fit 24 GiB, nor do two FSDP2 processes:
+--lora R trains adapters only on both sides, without the reference copy.)
+Writes bench/results/grpo_processes_<shape>[_fsdp][_loraR]_<device>.json.
 """
 
 from __future__ import annotations
@@ -130,15 +131,19 @@ def random_policy(tokenizer_dir: str, out: Path) -> Path:
     return out
 
 
-def sync_cfg(recipe, shape: str, steps: int):
+def sync_cfg(recipe, shape: str, steps: int, lora: int | None = None):
     cfg = recipe.r1_zero.model_copy(update={"steps": steps, "checkpoint_every": 10**6})
+    if lora:  # adapters only: no reference copy (TRL turns the adapters off) and a small optimizer state
+        from r1flow.models.train.lora import LoraSettings
+
+        cfg = cfg.model_copy(update={"lora": LoraSettings(r=lora)})
     if shape == "qwen2_0.5b":
         cfg = cfg.model_copy(update={"prompts_per_step": 2, "num_generations": 4, "max_completion_length": 16,
                                      "engine": cfg.engine.model_copy(update={"kv_cache_gib": 1.0})})
     return cfg
 
 
-def sync_arm(recipe, refs, shape: str, steps: int, policy: Path, mode: str, out: Path) -> None:
+def sync_arm(recipe, refs, shape: str, steps: int, policy: Path, mode: str, out: Path, lora: int | None) -> None:
     """One side of --sync: `run_grpo` with the engine synced from memory or through a checkpoint."""
     import pyarrow.parquet as pq
 
@@ -149,7 +154,7 @@ def sync_arm(recipe, refs, shape: str, steps: int, policy: Path, mode: str, out:
         VLLMEngine.sync_from = VLLMServerFleet.sync_from
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
     with tempfile.TemporaryDirectory() as tmp:
-        run_grpo(sync_cfg(recipe, shape, steps), policy, rows, Path(tmp) / "out", Path(tmp) / "work")
+        run_grpo(sync_cfg(recipe, shape, steps, lora), policy, rows, Path(tmp) / "out", Path(tmp) / "work")
         metrics = pq.read_table(Path(tmp) / "out" / "r1flow" / "metrics.parquet").to_pylist()
     out.write_text(json.dumps(step_rows(metrics)))
 
@@ -161,7 +166,8 @@ def step_rows(metrics: list[dict]) -> list[dict]:
              "loss": m["train/loss"], "logprob_gap": m["rl/logprob_gap"]} for m in metrics]
 
 
-def compare_processes(recipe, refs, shape: str, steps: int, parallel: str, argv: list[str]) -> None:
+def compare_processes(recipe, refs, shape: str, steps: int, parallel: str, lora: int | None,
+                      argv: list[str]) -> None:
     """--processes: one process (a child, as --sync's memory arm) vs two under torchrun."""
     import subprocess
 
@@ -169,7 +175,7 @@ def compare_processes(recipe, refs, shape: str, steps: int, parallel: str, argv:
 
     from r1flow.tasks.torchrun import launch
 
-    cfg = sync_cfg(recipe, shape, steps)
+    cfg = sync_cfg(recipe, shape, steps, lora)
     runs, wall = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -194,12 +200,13 @@ def compare_processes(recipe, refs, shape: str, steps: int, parallel: str, argv:
     s = {n: summarize(r) for n, r in runs.items()}
     result = {"benchmark": "grpo_processes", "device": device_name(), "recipe": recipe.name, "shape": shape,
               "steps": steps, "prompts_per_step": cfg.prompts_per_step, "G": cfg.num_generations,
-              "max_completion_length": cfg.max_completion_length, "parallel": parallel,
+              "max_completion_length": cfg.max_completion_length, "parallel": parallel, "lora_r": lora,
               "one_process": s["1"], "two_processes": s["2"],
               "step_speedup": s["1"]["step_s"] / s["2"]["step_s"], "run_wall_s": wall,
               "same_rewards": same, "per_step": runs}
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"grpo_processes_{shape.replace('.', '')}{'_fsdp' if parallel == 'fsdp' else ''}_{device_name()}.json"
+    tag = ("_fsdp" if parallel == "fsdp" else "") + (f"_lora{lora}" if lora else "")
+    out = OUT / f"grpo_processes_{shape.replace('.', '')}{tag}_{device_name()}.json"
     out.write_text(json.dumps(result, indent=1))
     for n, label in (("1", "one process"), ("2", "two processes")):
         print(f"{label:13s} {s[n]['step_s']:.2f}s/step (gen {s[n]['generation_s']:.2f}, sync {s[n]['weight_sync_s']:.3f}, "
@@ -252,6 +259,7 @@ def main() -> None:
                     help="Compare weight sync from memory vs a checkpoint per step.")
     ap.add_argument("--processes", action="store_true", help="Compare one training process with two (torchrun).")
     ap.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="With --processes: the two's.")
+    ap.add_argument("--lora", type=int, default=None, help="With --processes or --sync: LoRA rank for both sides.")
     ap.add_argument("--shape", choices=["tiny", "qwen2_0.5b"], default="tiny",
                     help="With --sync or --processes: the policy.")
     ap.add_argument("--arm", choices=["memory", "disk"], help=argparse.SUPPRESS)  # --sync's child processes
@@ -264,11 +272,12 @@ def main() -> None:
     if "pretrain" not in refs or "world" not in refs:
         raise SystemExit(f"no base checkpoint for {args.recipe} in {store.root}: run `make run` first")
     if args.arm:
-        return sync_arm(recipe, refs, args.shape, args.steps, Path(args.policy), args.arm, Path(args.arm_out))
+        return sync_arm(recipe, refs, args.shape, args.steps, Path(args.policy), args.arm, Path(args.arm_out),
+                        args.lora)
     if args.sync:
         return compare_sync(recipe, refs, args.shape, args.steps, sys.argv[1:])
     if args.processes:
-        return compare_processes(recipe, refs, args.shape, args.steps, args.parallel,
+        return compare_processes(recipe, refs, args.shape, args.steps, args.parallel, args.lora,
                                  [a for a in sys.argv[1:] if a != "--processes"])
     cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
