@@ -179,7 +179,7 @@ def pretrain_estimate(model: ModelShape, vocab: int, tokens: float, seq_len: int
 
 
 def rl_estimate(model: ModelShape, vocab: int, steps: int, sequences_per_step: int, max_completion: int,
-                beta: float, plan: PlanConfig, peak: float, stage: str, cfg=None) -> StageEstimate:
+                beta: float, plan: PlanConfig, peak: float, stage: str, cfg) -> StageEstimate:
     """GRPO: per step, generate `sequences_per_step` completions (prefill + decode at `rollout_mfu`), then
     one policy forward+backward over them and, when beta > 0, a reference-model forward (at `mfu`).
     Memory with the stage config `cfg`: its training setup, the reference model (beta > 0 without LoRA,
@@ -193,21 +193,18 @@ def rl_estimate(model: ModelShape, vocab: int, steps: int, sequences_per_step: i
     fpt = model.train_flops_per_token(vocab, int(seq))
     train = fpt * tokens * (1 + (1 / 3 if beta > 0 else 0))  # reference forward = a third of fwd+bwd
     kv = sequences_per_step * (plan.prompt_tokens + max_completion) * model.kv_bytes_per_token(plan.kv_bytes)
-    if cfg is None:
-        mem = training_memory_gib(model, vocab, plan) | {"kv_cache": kv / plan.gpus / 2**30}
-    else:
-        setup = training_setup(cfg, sequences_per_step, plan.prompt_tokens + max_completion)
-        mem = training_memory_gib(model, vocab, plan, setup)
-        if beta > 0 and setup.lora_rank is None:
-            mem["reference"] = mem["weights"]
-        if not (cfg.engine.servers or cfg.engine.launch_servers):
-            # vLLM reserves engine.memory_fraction of the GPU for its weights and KV cache, whatever they
-            # need (less KV room only means fewer sequences decoded at once); on CPU, what they need.
-            tp, cap = cfg.engine.tensor_parallel_size, GPUS.get(plan.gpu, (0, None))[1]
-            weights = model.param_counts(vocab)["total"] * plan.weight_bytes / tp / 2**30
-            need = weights + kv / setup.processes / tp / 2**30
-            # the weights must fit in the reservation (a larger one is what the GPU must give)
-            mem["engine"] = max(cfg.engine.memory_fraction * cap, weights) if cap else need
+    setup = training_setup(cfg, sequences_per_step, plan.prompt_tokens + max_completion)
+    mem = training_memory_gib(model, vocab, plan, setup)
+    if beta > 0 and setup.lora_rank is None:
+        mem["reference"] = mem["weights"]
+    if not (cfg.engine.servers or cfg.engine.launch_servers):
+        # vLLM reserves engine.memory_fraction of the GPU for its weights and KV cache, whatever they
+        # need (less KV room only means fewer sequences decoded at once); on CPU, what they need.
+        tp, cap = cfg.engine.tensor_parallel_size, GPUS.get(plan.gpu, (0, None))[1]
+        weights = model.param_counts(vocab)["total"] * plan.weight_bytes / tp / 2**30
+        need = weights + kv / setup.processes / tp / 2**30
+        # the weights must fit in the reservation (a larger one is what the GPU must give)
+        mem["engine"] = max(cfg.engine.memory_fraction * cap, weights) if cap else need
     hours = _hours(gen, plan, plan.rollout_mfu, peak) + _hours(train, plan, plan.mfu, peak)
     return StageEstimate(stage, tokens, gen + train, hours, plan.gpus, plan.price_per_gpu_hour, mem,
                          f"generation {gen:.2e} FLOPs at MFU {plan.rollout_mfu:.0%}, "

@@ -111,6 +111,13 @@ def checkpoint_tensors(model) -> dict:
     return revert_weight_conversion(model, remove_tied_weights_from_state_dict(full_state_dict(model), model))
 
 
+def is_sharded(model) -> bool:
+    """Whether FSDP2 holds `model`'s parameters as shards (DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def full_state_dict(model) -> dict:
     """`model.state_dict()`, with FSDP2's shards (DTensors) gathered into whole tensors: every process of
     the group must call it (one all-gather per tensor, in the same order everywhere)."""
@@ -191,10 +198,6 @@ def repack_cpu_moe(model) -> int:
     return n
 
 
-def _torchrun_world() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 class VLLMEngine:
     """In-process vLLM `LLM` over a Hugging Face checkpoint directory."""
 
@@ -205,7 +208,7 @@ class VLLMEngine:
 
         self.model_dir = model_dir
         args = vllm_args(cfg)
-        if _torchrun_world() > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # One engine per training process (torchrun; models/train/launch.py), as TRL's colocate mode
             # does: vLLM joins the processes torchrun started instead of starting its own, and each
             # engine serves its own process's prompts.

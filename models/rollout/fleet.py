@@ -32,6 +32,7 @@ from pathlib import Path
 
 from r1flow.models.rollout.engine import (Completion, EngineConfig, SamplingConfig, check_checkpoint, on_cpu,
                                           repack_cpu_moe, vllm_args)
+from r1flow.models.train.launch import rank
 
 
 class WeightSyncExtension:
@@ -53,10 +54,6 @@ def server_flags(args: dict) -> list[str]:
         else:
             out += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
     return out
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 def _free_port() -> int:
@@ -87,7 +84,7 @@ class VLLMServerFleet:
             self._wait_ready()
             self.requests = [0] * len(self.urls)  # per server, for the stage summary
             self.served = self._served_model()
-            if cfg.launch_servers == 0 and _rank() == 0:  # servers someone else started hold other weights
+            if cfg.launch_servers == 0 and rank() == 0:  # servers someone else started hold other weights
                 self.update_weights(model_dir)
         except BaseException:
             self.close()
@@ -196,11 +193,14 @@ class VLLMServerFleet:
         import torch
         from safetensors.torch import save_file
 
-        from r1flow.models.rollout.engine import checkpoint_tensors
+        from r1flow.models.rollout.engine import checkpoint_tensors, is_sharded
 
-        with torch.no_grad():
-            tensors = checkpoint_tensors(model)
-        if _rank() == 0:
+        # Only the first process writes; the others convert too only when their shards must be gathered.
+        first = rank() == 0
+        if first or is_sharded(model):
+            with torch.no_grad():
+                tensors = checkpoint_tensors(model)
+        if first:
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(scratch / "model.safetensors"),

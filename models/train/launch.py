@@ -98,9 +98,12 @@ def torchrun_command(p: Processes, module: str, spec: Path) -> list[str]:
 
 def trainer_kwargs(p: Processes, gradient_checkpointing: bool) -> dict:
     """TrainingArguments fields for `p` (TRL's SFTConfig, RewardConfig and GRPOConfig inherit them).
-    fsdp: FSDP2 with one unit per decoder layer (transformers' `_no_split_modules`) and a full state
-    dict on save, so the checkpoint is an ordinary Hugging Face folder; activation checkpointing then
-    goes through FSDP's own setting (transformers refuses `gradient_checkpointing` with FSDP)."""
+    fsdp: FSDP2 with one unit per decoder layer (transformers' `_no_split_modules`). The resumable
+    checkpoints are sharded (each process writes its own shard with torch.distributed.checkpoint): with
+    FULL_STATE_DICT, transformers' checkpoint save aborted on CPU with a gloo collective mismatch. The
+    stage's output is still an ordinary Hugging Face folder: checkpoint.py `save_trained` gathers the
+    full state once at the end. Activation checkpointing goes through FSDP's own setting (transformers
+    refuses `gradient_checkpointing` with FSDP)."""
     if p.parallel != "fsdp" or not p.launched:
         return {"gradient_checkpointing": gradient_checkpointing}
     _accelerate_fsdp_on_cpu()
