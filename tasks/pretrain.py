@@ -45,16 +45,18 @@ def train(cfg: pt.PretrainConfig, world_ref: ArtifactRef, tok_ref: ArtifactRef, 
         summary |= pt.pretrain(cfg, corpus, heldout, Path(tok_ref.path), out, work,
                                on_log=lambda rec: progress.update(rec["step"]))
     else:
-        summary |= run_torchrun(cfg, corpus, heldout, Path(tok_ref.path), out, work)
+        summary |= run_torchrun(cfg, corpus, heldout, Path(tok_ref.path), out, work, progress)
     img = out / "r1flow" / "expert_load.png"
     publish_markdown(f"r1flow-{label}-report", pretrain_markdown(summary, img),
                      f"{label}: loss vs unigram baseline, throughput, MoE balance")
 
 
-def run_torchrun(cfg: pt.PretrainConfig, corpus: Path, heldout: Path, tok: Path, out: Path, work: Path) -> dict:
+def run_torchrun(cfg: pt.PretrainConfig, corpus: Path, heldout: Path, tok: Path, out: Path, work: Path,
+                 progress: Progress | None = None) -> dict:
+    """The workers print `[pretrain]` lines whatever the node (a student's too); `progress` is the node's."""
     return launch("pretrain", "r1flow.models.train.pretrain", cfg,
                   {"config": cfg.model_dump(mode="json"), "corpus": str(corpus), "heldout": str(heldout),
-                   "tokenizer": str(tok), "out": str(out), "work": str(work)}, work, Progress("pretrain", cfg.steps))
+                   "tokenizer": str(tok), "out": str(out), "work": str(work)}, work, progress)
 
 
 def pretrain_markdown(s: dict, img: Path) -> str:
