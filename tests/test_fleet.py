@@ -1,6 +1,7 @@
 """Rollouts from 2 vLLM servers on loopback (models/rollout/fleet.py): prompts spread over both, the
-returned tokens and log-probs are the trainer's, weights stay in sync after optimizer steps, and a
-GRPO run samples from the fleet.   pytest tests/test_fleet.py"""
+returned tokens and log-probs are the trainer's, weights stay in sync after optimizer steps (broadcast over
+vLLM's weight-transfer API with nothing written, or through a checkpoint directory), and a GRPO run samples
+from the fleet.   pytest tests/test_fleet.py"""
 
 from __future__ import annotations
 
@@ -63,16 +64,34 @@ def test_two_servers_share_rollouts_and_hold_trainer_weights(fleet, smoke_run, t
     seqs = [outs[0][0].prompt_token_ids + outs[0][0].token_ids, outs[1][0].prompt_token_ids + outs[1][0].token_ids]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x = torch.tensor([seqs[0][:32]] * 4)
-    for step in range(3):
+    assert fleet.transfer == "gloo"  # auto on CPU
+    for step, mode in enumerate(["disk", "gloo", "gloo"]):
         model(input_ids=x, labels=x).loss.backward()
         opt.step()
         opt.zero_grad()
-        model.save_pretrained(tmp_path / f"s{step}")
-        fleet.update_weights(str(tmp_path / f"s{step}"))
+        fleet.transfer = mode
+        fleet.sync_from(model, tmp_path / f"sync{step}")
+        # disk: a checkpoint directory the servers read; gloo: broadcast to both servers, nothing written
+        assert (tmp_path / f"sync{step}").exists() == (mode == "disk")
         ref = [trainer_logprobs(model, s[:1], s[1:]) for s in seqs]
         got = fleet.prompt_logprobs(seqs)  # one sequence per server
         gap = max((r - torch.tensor(g)).abs().max().item() for r, g in zip(ref, got))
-        assert gap <= 1e-3, f"step {step}: fleet vs trainer log-prob gap {gap:.2e}"
+        assert gap <= 1e-3, f"step {step} ({mode}): fleet vs trainer log-prob gap {gap:.2e}"
+    assert fleet.broadcaster.init_s < 60
+    fleet.broadcaster.close()  # the next tests' trainers open their own groups with these servers
+    fleet.broadcaster = None
+
+
+def test_a_server_without_the_transfer_backend_is_a_clear_error():
+    from r1flow.models.rollout.transfer import WeightBroadcaster
+
+    def refuse(url, path, body):  # what a server started without --weight-transfer-config answers
+        raise RuntimeError(f"vLLM server {url}{path} answered 500: Weight transfer not configured.")
+
+    with pytest.raises(RuntimeError, match=r"(?s)127.0.0.1:9.*--weight-transfer-config.*server_ext.WeightSync"):
+        WeightBroadcaster(["http://127.0.0.1:9"], refuse, lambda url, path: {"world_size": 1}, "gloo", timeout_s=3)
+    with pytest.raises(ValueError, match="engine.weight_transfer"):
+        WeightBroadcaster(["http://127.0.0.1:9"], refuse, lambda url, path: {"world_size": 1}, "tcp")
 
 
 def test_grpo_samples_from_the_fleet(fleet, smoke_run, tmp_path):
@@ -81,6 +100,7 @@ def test_grpo_samples_from_the_fleet(fleet, smoke_run, tmp_path):
     cfg = recipe.r1_zero.model_copy(update={"steps": 2, "engine": ENGINE.model_copy(update={"servers": fleet.urls})})
     summary = run_grpo(cfg, paths["pretrain"], rows, tmp_path / "out", tmp_path / "work")
     assert summary["max_logprob_gap"] <= 1e-3  # servers got the trainer's weights at connect and each step
+    assert not (tmp_path / "work" / "sync").exists()  # broadcast: no checkpoint written to sync them
     per_server = summary["rollout_server_requests"]
     assert len(per_server) == 2 and min(per_server) >= cfg.steps * cfg.prompts_per_step // 2
 
@@ -110,6 +130,7 @@ def test_two_training_processes_share_the_fleet(fleet, smoke_run, tmp_path, work
     metrics = pq.read_table(tmp_path / "two" / "r1flow" / "metrics.parquet").to_pylist()
     assert max(m["rl/logprob_gap"] for m in metrics) <= 1e-3
     assert weights_diff(tmp_path / "one", tmp_path / "two") <= 1e-4
+    assert not any(p.name == "sync" for p in tmp_path.rglob("sync"))  # neither run wrote weights to sync
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the workaround is for vLLM's CPU platform")

@@ -25,7 +25,7 @@ import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,11 +59,17 @@ class EngineConfig(BaseModel):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (GPU nodes).")
     trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint; off by default.")
     servers: list[str] = Field(default_factory=list, description=(
-        "URLs of running vLLM OpenAI-compatible servers (started with VLLM_SERVER_DEV_MODE=1 and "
-        "--worker-extension-cls r1flow.models.rollout.fleet.WeightSyncExtension); rollouts are spread over them "
+        "URLs of running vLLM OpenAI-compatible servers (started with VLLM_SERVER_DEV_MODE=1, "
+        "--worker-extension-cls r1flow.models.rollout.server_ext.WeightSyncExtension and "
+        "--weight-transfer-config '{\"backend\": \"nccl\"}' (gloo on CPU)); rollouts are spread over them "
         "(models/rollout/fleet.py). Empty: in-process vLLM."))
     launch_servers: int = Field(0, ge=0, description="Start this many vLLM servers on loopback for the stage "
                                                     "(and stop them after it); added to `servers`.")
+    weight_transfer: Literal["auto", "nccl", "gloo", "disk"] = Field(
+        "auto", description="Fleet: how a GRPO step's weights reach the servers (models/rollout/transfer.py). "
+                            "nccl / gloo: broadcast from the trainer through vLLM's weight-transfer API, nothing "
+                            "written; auto: nccl where CUDA is, else gloo; disk: a checkpoint directory the "
+                            "servers read, so it must be on storage they share.")
     startup_timeout_s: float = Field(600.0, gt=0, description="Fleet: how long servers may take to become healthy.")
     request_timeout_s: float = Field(600.0, gt=0, description="Fleet: one HTTP request's limit.")
 

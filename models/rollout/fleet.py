@@ -7,14 +7,15 @@ over HTTP, for GPU nodes where generation runs on other GPUs than training.
 prompt's G samples stay on one server, so its prefix is cached once. Each request keeps the seed it
 would have had in-process (`seed + index`), so which server serves it does not change the draw.
 
-Weights: `update_weights(checkpoint_dir)` asks every server to load that Hugging Face checkpoint
-through `/collective_rpc` (vLLM's dev endpoints, `VLLM_SERVER_DEV_MODE=1`) into the method
-`WeightSyncExtension.r1flow_update_weights`, which vLLM mixes into its worker class
-(`--worker-extension-cls`). That method runs the same reload + CPU MoE prepack as the in-process
-engine (see `VLLMEngine.update_weights`: vLLM's `reload_weights` alone leaves CPU experts wrong), then
-the prefix cache is reset. The checkpoint directory must be readable by the servers: loopback, or a
-shared filesystem for remote nodes. (Streaming tensors over NCCL, as TRL's `vllm serve` does, would
-avoid the disk round trip on GPU clusters; the file path keeps CPU and GPU on one code path.)
+Weights, each GRPO step (`sync_from`): with `engine.weight_transfer` nccl or gloo (auto: nccl where CUDA
+is), the trainer broadcasts its tensors to every server through vLLM's weight-transfer API
+(models/rollout/transfer.py); nothing is written, so remote servers need no shared filesystem. With `disk`,
+the trainer writes a checkpoint directory and every server loads it through `/collective_rpc`
+(vLLM's dev endpoints, `VLLM_SERVER_DEV_MODE=1`) into `server_ext.WeightSyncExtension.r1flow_update_weights`,
+which vLLM mixes into its worker class (`--worker-extension-cls`); the directory must be readable by the servers.
+That path also loads the stage's start checkpoint into servers someone else started (`update_weights`).
+Both paths re-run the CPU experts' prepack (vLLM's reload alone leaves CPU MoE experts wrong; see
+`VLLMEngine.update_weights`) and reset the prefix cache.
 This module does not sample in-process and does not score completions.
 """
 
@@ -30,17 +31,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from r1flow.models.rollout.engine import (Completion, EngineConfig, SamplingConfig, check_checkpoint, on_cpu,
-                                          repack_cpu_moe, vllm_args)
+from r1flow.models.rollout.engine import Completion, EngineConfig, SamplingConfig, check_checkpoint, vllm_args
 from r1flow.models.train.launch import rank
 
 
-class WeightSyncExtension:
-    """Mixed into vLLM's worker class by `--worker-extension-cls`; reached by `/collective_rpc`."""
-
-    def r1flow_update_weights(self, weights_path: str) -> int:
-        self.reload_weights(weights_path=weights_path)  # vLLM Worker.reload_weights
-        return self.apply_model(repack_cpu_moe) if on_cpu() else 0
+# Every server's `--worker-extension-cls` (the module imports vLLM, so only its name is here).
+EXTENSION = "r1flow.models.rollout.server_ext.WeightSyncExtension"
 
 
 def server_flags(args: dict) -> list[str]:
@@ -78,6 +74,12 @@ class VLLMServerFleet:
         self.procs: list[subprocess.Popen] = []
         self.urls = [u.rstrip("/") for u in cfg.servers]
         self.http = httpx.Client(timeout=cfg.request_timeout_s)
+        self.transfer = cfg.weight_transfer
+        if self.transfer == "auto":
+            import torch
+
+            self.transfer = "nccl" if torch.cuda.is_available() else "gloo"
+        self.broadcaster = None  # transfer.WeightBroadcaster, opened by the first process at its first sync
         try:
             for i in range(cfg.launch_servers):
                 self.urls.append(self._launch(i))
@@ -100,7 +102,9 @@ class VLLMServerFleet:
         port = _free_port()
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
                "--host", "127.0.0.1", "--port", str(port), *server_flags(vllm_args(self.cfg)),
-               "--worker-extension-cls", f"{__name__}.WeightSyncExtension", "--disable-uvicorn-access-log"]
+               "--worker-extension-cls", EXTENSION, "--disable-uvicorn-access-log"]
+        if self.transfer != "disk":
+            cmd += ["--weight-transfer-config", json.dumps({"backend": self.transfer})]
         env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self._log(i), "w") as log:
@@ -145,6 +149,9 @@ class VLLMServerFleet:
             raise RuntimeError(f"vLLM server {url}{path} answered {r.status_code}: {r.text[:500]}")
         return r.json() if r.content else {}
 
+    def _get(self, url: str, path: str) -> dict:
+        return self.http.get(f"{url}{path}").raise_for_status().json()
+
     def _spread(self, jobs: list[dict]) -> list[dict]:
         """Run request bodies round-robin over the servers, concurrently; answers in job order."""
         for k in range(len(jobs)):
@@ -182,30 +189,39 @@ class VLLMServerFleet:
         return out
 
     def sync_from(self, model, scratch: Path) -> None:
-        """Through a checkpoint directory: the one place r1flow still writes weights to sync them. Servers are
-        other processes (other nodes on a cluster); they read `scratch`, so it must be on storage they share.
-        (vLLM's weight-transfer engines, NCCL between GPUs, would stream the tensors instead.) The tensors are
-        `checkpoint_tensors(model)`: what `save_pretrained` writes, LoRA merged, FSDP shards gathered. With
-        several training processes every one calls this (the gather is collective); the first writes and
-        updates the servers and the others wait for it: one sync per step, however many processes train."""
-        import shutil
-
+        """Give every server `model`'s weights: `checkpoint_tensors(model)` (what `save_pretrained` writes, LoRA
+        merged, FSDP shards gathered), broadcast (`weight_transfer` nccl / gloo) or through `scratch` (disk:
+        the one place r1flow still writes weights to sync them; the servers read it, so it must be on storage
+        they share). With several training processes every one calls this (the gather is collective); the
+        first sends and the others wait for it: one sync per step, however many processes train."""
         import torch
-        from safetensors.torch import save_file
 
         from r1flow.models.rollout.engine import checkpoint_tensors, is_sharded
 
-        # Only the first process writes; the others convert too only when their shards must be gathered.
+        # Only the first process sends; the others convert too only when their shards must be gathered.
         first = rank() == 0
         if first or is_sharded(model):
             with torch.no_grad():
                 tensors = checkpoint_tensors(model)
-        if first:
+        if first and self.transfer == "disk":
+            import shutil
+
+            from safetensors.torch import save_file
+
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(scratch / "model.safetensors"),
                       metadata={"format": "pt"})
             self.update_weights(str(scratch))
+        elif first:
+            if self.broadcaster is None:
+                from r1flow.models.rollout.transfer import WeightBroadcaster
+
+                self.broadcaster = WeightBroadcaster(self.urls, self._post, self._get, self.transfer,
+                                                     timeout_s=self.cfg.request_timeout_s)
+            self.broadcaster.send({k: v.detach() for k, v in tensors.items()})
+            for url in self.urls:
+                self._post(url, "/reset_prefix_cache", {})
         if torch.distributed.is_initialized():
             torch.distributed.barrier()  # no process samples before the servers hold the new weights
 
@@ -219,6 +235,9 @@ class VLLMServerFleet:
     def close(self) -> None:
         from r1flow.procs import stop_process_group
 
+        if self.broadcaster is not None:
+            self.broadcaster.close()
+            self.broadcaster = None
         for p in self.procs:
             stop_process_group(p)
         self.procs = []
