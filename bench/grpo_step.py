@@ -21,6 +21,12 @@ randomly initialised policy with Qwen2-0.5B's shape (d 896, 24 layers, 14/2 head
 embedding, tied) and the recipe's tokenizer, with short generations. Target (issue 21): sync at most 2%
 of a step. Writes bench/results/grpo_sync_<shape>_<device>.json.
 
+    python bench/grpo_step.py --fleet [--shape tiny|qwen2_0.5b] [--steps 4]
+
+The same comparison on a server fleet (one `vllm serve` on loopback): the trainer broadcasts its tensors
+through vLLM's weight-transfer API (`engine.weight_transfer: auto`, gloo on CPU; models/rollout/transfer.py)
+vs a checkpoint directory the server reloads (`disk`). Writes bench/results/grpo_fleet_sync_<shape>_<device>.json.
+
     python bench/grpo_step.py --processes [--shape tiny|qwen2_0.5b] [--parallel ddp|fsdp] [--steps 4]
 
 The same `run_grpo` on one process vs two (torchrun, DDP or FSDP2, one colocated engine each;
@@ -132,7 +138,8 @@ def random_policy(tokenizer_dir: str, out: Path) -> Path:
 
 
 def sync_cfg(recipe, shape: str, steps: int, lora: int | None = None):
-    cfg = recipe.r1_zero.model_copy(update={"steps": steps, "checkpoint_every": 10**6})
+    # one process (tiny.yaml trains R1-Zero on 2): --processes sets its second arm's count itself
+    cfg = recipe.r1_zero.model_copy(update={"steps": steps, "checkpoint_every": 10**6, "nproc": 1})
     if lora:  # adapters only: no reference copy (TRL turns the adapters off) and a small optimizer state
         from r1flow.models.train.lora import LoraSettings
 
@@ -147,14 +154,23 @@ def sync_arm(recipe, refs, shape: str, steps: int, policy: Path, mode: str, out:
     """One side of --sync: `run_grpo` with the engine synced from memory or through a checkpoint."""
     import pyarrow.parquet as pq
 
-    from r1flow.models.rollout.engine import VLLMEngine
-    from r1flow.models.rollout.fleet import VLLMServerFleet
+    from r1flow.models.rollout.engine import VLLMEngine, checkpoint_tensors
+    from r1flow.models.rollout.fleet import sync_through_disk
 
-    if mode == "disk":  # the sync before issue 21 (and the fleet's): a checkpoint written and re-read per step
-        VLLMEngine.sync_from = VLLMServerFleet.sync_from
+    cfg = sync_cfg(recipe, shape, steps, lora)
+    if mode == "disk":  # the sync before issue 21: a checkpoint written and re-read per step
+        def disk_sync(engine, model, scratch):
+            with torch.no_grad():
+                sync_through_disk(engine, checkpoint_tensors(model), scratch)
+
+        VLLMEngine.sync_from = disk_sync
+    if mode.startswith("fleet"):  # one vLLM server on loopback, synced by broadcast or through a checkpoint
+        transfer = "disk" if mode == "fleet_disk" else "auto"
+        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(
+            update={"launch_servers": 1, "weight_transfer": transfer, "startup_timeout_s": 1800})})
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
     with tempfile.TemporaryDirectory() as tmp:
-        run_grpo(sync_cfg(recipe, shape, steps, lora), policy, rows, Path(tmp) / "out", Path(tmp) / "work")
+        run_grpo(cfg, policy, rows, Path(tmp) / "out", Path(tmp) / "work")
         metrics = pq.read_table(Path(tmp) / "out" / "r1flow" / "metrics.parquet").to_pylist()
     out.write_text(json.dumps(step_rows(metrics)))
 
@@ -214,38 +230,39 @@ def compare_processes(recipe, refs, shape: str, steps: int, parallel: str, lora:
     print(f"two processes: {result['step_speedup']:.2f}x per step; same rewards: {same}\nwrote {out}")
 
 
-def compare_sync(recipe, refs, shape: str, steps: int, argv: list[str]) -> None:
+def compare_sync(recipe, refs, shape: str, steps: int, argv: list[str], fleet: bool = False) -> None:
     import subprocess
 
     cfg = sync_cfg(recipe, shape, steps)
+    fast, slow = ("fleet_broadcast", "fleet_disk") if fleet else ("memory", "disk")
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         policy = (Path(refs["pretrain"].path) if shape == "tiny"
                   else random_policy(refs["pretrain"].path, tmp / "policy"))
         # One process per side: two 0.5B policies, their reference models and engines do not fit 24 GiB.
-        for mode in ("memory", "disk"):
+        for mode in (fast, slow):
             subprocess.run([sys.executable, __file__, *argv, "--arm", mode, "--policy", str(policy),
                             "--arm-out", str(tmp / f"{mode}.json")], check=True)
             runs[mode] = json.loads((tmp / f"{mode}.json").read_text())
     same = all(a["reward_mean"] == b["reward_mean"] and a["loss"] == b["loss"]
-               for a, b in zip(runs["memory"], runs["disk"]))
+               for a, b in zip(runs[fast], runs[slow]))
     s = {mode: summarize(r) for mode, r in runs.items()}
-    result = {"benchmark": "grpo_sync", "device": device_name(), "recipe": recipe.name, "shape": shape,
-              "steps": steps,
+    result = {"benchmark": "grpo_fleet_sync" if fleet else "grpo_sync", "device": device_name(),
+              "recipe": recipe.name, "shape": shape, "steps": steps,
               "prompts_per_step": cfg.prompts_per_step, "G": cfg.num_generations,
-              "max_completion_length": cfg.max_completion_length, "memory": s["memory"], "disk": s["disk"],
-              "sync_speedup": s["disk"]["weight_sync_s"] / s["memory"]["weight_sync_s"],
+              "max_completion_length": cfg.max_completion_length, fast: s[fast], slow: s[slow],
+              "sync_speedup": s[slow]["weight_sync_s"] / s[fast]["weight_sync_s"],
               "weight_sync_share": {m: s[m]["weight_sync_s"] / s[m]["step_s"] for m in s},
               "same_rewards_and_losses": same, "per_step": runs, "targets": {"weight_sync_share": 0.02}}
     OUT.mkdir(parents=True, exist_ok=True)
-    out = OUT / f"grpo_sync_{shape.replace('.', '')}_{device_name()}.json"
+    out = OUT / f"grpo_{'fleet_' if fleet else ''}sync_{shape.replace('.', '')}_{device_name()}.json"
     out.write_text(json.dumps(result, indent=1))
-    for m in ("memory", "disk"):
-        print(f"{m:6s} sync {s[m]['weight_sync_s']:.3f}s of {s[m]['step_s']:.2f}s/step "
+    for m in (fast, slow):
+        print(f"{m:15s} sync {s[m]['weight_sync_s']:.3f}s of {s[m]['step_s']:.2f}s/step "
               f"({result['weight_sync_share'][m]:.1%}; gen {s[m]['generation_s']:.2f}, "
               f"train {s[m]['training_s']:.2f})")
-    print(f"in-memory sync {result['sync_speedup']:.1f}x faster; same rewards and losses: {same}\nwrote {out}")
+    print(f"{fast} {result['sync_speedup']:.1f}x faster to sync; same rewards and losses: {same}\nwrote {out}")
 
 
 def main() -> None:
@@ -262,7 +279,9 @@ def main() -> None:
     ap.add_argument("--lora", type=int, default=None, help="With --processes or --sync: LoRA rank for both sides.")
     ap.add_argument("--shape", choices=["tiny", "qwen2_0.5b"], default="tiny",
                     help="With --sync or --processes: the policy.")
-    ap.add_argument("--arm", choices=["memory", "disk"], help=argparse.SUPPRESS)  # --sync's child processes
+    ap.add_argument("--fleet", action="store_true",
+                    help="Compare a server fleet's sync by broadcast (vLLM weight transfer) vs a checkpoint per step.")
+    ap.add_argument("--arm", choices=["memory", "disk", "fleet_broadcast", "fleet_disk"], help=argparse.SUPPRESS)  # --sync's child processes
     ap.add_argument("--policy", help=argparse.SUPPRESS)
     ap.add_argument("--arm-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -274,12 +293,12 @@ def main() -> None:
     if args.arm:
         return sync_arm(recipe, refs, args.shape, args.steps, Path(args.policy), args.arm, Path(args.arm_out),
                         args.lora)
-    if args.sync:
-        return compare_sync(recipe, refs, args.shape, args.steps, sys.argv[1:])
+    if args.sync or args.fleet:
+        return compare_sync(recipe, refs, args.shape, args.steps, sys.argv[1:], fleet=args.fleet)
     if args.processes:
         return compare_processes(recipe, refs, args.shape, args.steps, args.parallel, args.lora,
                                  [a for a in sys.argv[1:] if a != "--processes"])
-    cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6})
+    cfg = recipe.r1_zero.model_copy(update={"steps": args.steps, "checkpoint_every": 10**6, "nproc": 1})
     rows = read_rows(refs["world"].file("rl.parquet"), "prompts")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -204,15 +204,7 @@ class VLLMServerFleet:
             with torch.no_grad():
                 tensors = checkpoint_tensors(model)
         if first and self.transfer == "disk":
-            import shutil
-
-            from safetensors.torch import save_file
-
-            shutil.rmtree(scratch, ignore_errors=True)
-            scratch.mkdir(parents=True)
-            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(scratch / "model.safetensors"),
-                      metadata={"format": "pt"})
-            self.update_weights(str(scratch))
+            sync_through_disk(self, tensors, scratch)
         elif first:
             if self.broadcaster is None:
                 from r1flow.models.rollout.transfer import WeightBroadcaster
@@ -242,6 +234,20 @@ class VLLMServerFleet:
             stop_process_group(p)
         self.procs = []
         self.http.close()
+
+
+def sync_through_disk(engine, tensors: dict, scratch: Path) -> None:
+    """`tensors` written to `scratch` as a checkpoint and loaded by `engine.update_weights` (fleet `disk`; the
+    in-process engine's sync before issue 21, which bench/grpo_step.py --sync measures against)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(scratch / "model.safetensors"),
+              metadata={"format": "pt"})
+    engine.update_weights(str(scratch))
 
 
 def make_engine(model_dir: str, cfg: EngineConfig, log_dir: Path | None = None):

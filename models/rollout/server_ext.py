@@ -74,11 +74,17 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooInitInfo, UpdateInfo]):
             raise RuntimeError("gloo weight transfer not initialised: call /init_weight_transfer_engine first")
         from vllm.model_executor.model_loader.mtp_validation import disable_mtp_completeness_check
 
+        info = update_info
         with disable_mtp_completeness_check():
-            for name, dtype_name, shape in zip(update_info.names, update_info.dtype_names, update_info.shapes):
-                weight = torch.empty(shape, dtype=getattr(torch, dtype_name), device=self.device)
-                self.group.broadcast(weight, src=0)
-                self.model.load_weights([(name, weight)])
+            for idx, offs, nbytes in info.chunks():  # the trainer's packing (transfer.py: UpdateInfo.chunks)
+                buf = torch.empty(nbytes, dtype=torch.uint8, device=self.device)
+                self.group.broadcast(buf, src=0)
+                weights = []
+                for i, off in zip(idx, offs):
+                    dtype, shape = getattr(torch, info.dtype_names[i]), info.shapes[i]
+                    n = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+                    weights.append((info.names[i], buf[off:off + n].view(dtype).view(shape)))
+                self.model.load_weights(weights)
 
     def finish_weight_update(self) -> None:
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload

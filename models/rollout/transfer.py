@@ -33,6 +33,7 @@ from r1flow.models.rollout.fleet import EXTENSION
 import torch
 
 BACKENDS = ("gloo", "nccl")
+CHUNK_BYTES = 256 * 2**20  # gloo: tensors per broadcast, packed up to this size
 
 
 class GlooGroup:
@@ -57,10 +58,33 @@ class GlooGroup:
 
 @dataclass
 class UpdateInfo:
-    """One round's parameters, in broadcast order (the fields of vLLM's `NCCLWeightTransferUpdateInfo`)."""
+    """One round's parameters in broadcast order: the fields of vLLM's `NCCLWeightTransferUpdateInfo`, plus
+    gloo's `chunk_bytes` (0: one broadcast per tensor, as vLLM's NCCL engine when not packed)."""
     names: list[str]
     dtype_names: list[str]
     shapes: list[list[int]]
+    chunk_bytes: int = 0
+
+    def chunks(self) -> list[tuple[list[int], list[int], int]]:
+        """(tensor indices, their byte offsets, total bytes) per broadcast: tensors packed in order into buffers
+        of at most `chunk_bytes` (a larger tensor alone), each starting on a 64-byte boundary so every slice
+        can be viewed as its dtype. Both sides compute it from the same info."""
+        sizes = [torch.Size(s).numel() * torch.empty((), dtype=getattr(torch, d)).element_size()
+                 for d, s in zip(self.dtype_names, self.shapes)]
+        if not self.chunk_bytes:
+            return [([i], [0], n) for i, n in enumerate(sizes)]
+        out, idx, offs, end = [], [], [], 0
+        for i, n in enumerate(sizes):
+            start = -(-end // 64) * 64
+            if idx and start + n > self.chunk_bytes:
+                out.append((idx, offs, end))
+                idx, offs, start = [], [], 0
+            idx.append(i)
+            offs.append(start)
+            end = start + n
+        if idx:
+            out.append((idx, offs, end))
+        return out
 
 
 def address_towards(url: str) -> str:
@@ -129,20 +153,34 @@ class WeightBroadcaster:
         return stateless_init_process_group(host, port, 0, world, torch.accelerator.current_device_index())
 
     def send(self, tensors: dict[str, torch.Tensor]) -> None:
+        """One update round on every server. gloo packs the tensors into a few large buffers: one broadcast
+        and one `load_weights` per tensor made the sync slower than writing a checkpoint (bench/grpo_step.py
+        --fleet). NCCL sends tensor by tensor (vLLM's NCCL engine, not packed); on GPUs that is cheap."""
         names = list(tensors)
         info = UpdateInfo(names=names, dtype_names=[str(tensors[n].dtype).split(".")[-1] for n in names],
-                          shapes=[list(tensors[n].shape) for n in names])
+                          shapes=[list(tensors[n].shape) for n in names],
+                          chunk_bytes=CHUNK_BYTES if self.backend == "gloo" else 0)
+        payload = asdict(info)
+        if self.backend == "nccl":
+            del payload["chunk_bytes"]  # vLLM's NCCLWeightTransferUpdateInfo has no such field
         pool = ThreadPoolExecutor(max_workers=len(self.urls))
         try:
             list(pool.map(lambda u: self.post(u, "/start_weight_update", {}), self.urls))
             # Each server's /update_weights receives and loads every tensor, so it runs beside the broadcasts.
-            futs = [pool.submit(self.post, u, "/update_weights", {"update_info": asdict(info)}) for u in self.urls]
+            futs = [pool.submit(self.post, u, "/update_weights", {"update_info": payload}) for u in self.urls]
             stream = torch.cuda.current_stream() if self.backend == "nccl" else None
-            for n in names:
+            for idx, offs, nbytes in info.chunks():
                 if failed := [f for f in futs if f.done() and f.exception()]:
                     failed[0].result()  # a server refused the update: say so rather than wait in a broadcast
-                t = tensors[n]
-                self.group.broadcast(t if t.is_contiguous() else t.contiguous(), src=0, stream=stream)
+                if not info.chunk_bytes:
+                    t = tensors[names[idx[0]]]
+                    self.group.broadcast(t if t.is_contiguous() else t.contiguous(), src=0, stream=stream)
+                    continue
+                buf = torch.empty(nbytes, dtype=torch.uint8)
+                for i, off in zip(idx, offs):
+                    flat = tensors[names[i]].detach().contiguous().view(-1).view(torch.uint8)
+                    buf[off:off + flat.numel()].copy_(flat)
+                self.group.broadcast(buf, src=0)
             for f in futs:
                 f.result()
             list(pool.map(lambda u: self.post(u, "/finish_weight_update", {}), self.urls))

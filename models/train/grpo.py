@@ -209,6 +209,7 @@ def run_grpo(cfg: GRPOStageConfig, base_dir: Path, prompt_rows: list[dict], out_
     """Train with GRPO from the checkpoint in `base_dir`; write a Hugging Face checkpoint to `out_dir`
     with `r1flow/metrics.parquet`, `r1flow/rollouts.parquet` and the curves. Returns the summary.
     `learned_rewards` supplies the rewards named in LEARNED_REWARDS (e.g. the reward model's scorer)."""
+    cfg.check_processes(stage)
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOTrainer
 

@@ -62,6 +62,15 @@ class Processes(BaseModel):
         """Whether the stage runs under torchrun (several processes) rather than in the task's process."""
         return self.world_size > 1
 
+    def check_processes(self, stage: str) -> None:
+        """A training function runs in the processes its settings name: one, or torchrun's (tasks/torchrun.py
+        `launch` starts them). Called first by each, so a mismatch is this error, not a missing process group
+        deep inside accelerate."""
+        got = int(os.environ.get("WORLD_SIZE", "1"))
+        if got != self.world_size:
+            raise ValueError(f"{stage}: nproc x nnodes = {self.world_size} processes, but this runs in {got}; "
+                             f"start it through tasks/torchrun.py `launch` (the stage does) or set nproc: 1")
+
 
 class TrainerProcesses(Processes):
     """`Processes` plus the micro-batching of a TRL stage (SFT, reward model, GRPO)."""

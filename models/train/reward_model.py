@@ -120,6 +120,7 @@ def train_reward_model(cfg: RewardModelConfig, base_dir: Path, train: list[dict]
                        out_dir: Path, work: Path) -> dict:
     """Train a one-logit sequence classifier from the checkpoint in `base_dir` on `train` pairs; write it
     to `out_dir`. Returns the summary with held-out pair accuracy (chosen scored above rejected)."""
+    cfg.check_processes("reward_model")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
     from trl import RewardConfig, RewardTrainer
 

@@ -107,6 +107,7 @@ def run_sft(cfg: SFTStageConfig, base_dir: Path, samples: list[dict], out_dir: P
             on_step: Callable[[dict], None] | None = None, stage: str = "sft") -> dict:
     """Fine-tune the checkpoint in `base_dir` on `samples`; write the checkpoint to `out_dir` with
     `r1flow/metrics.parquet` and `r1flow/loss.png`. Returns the summary."""
+    cfg.check_processes(stage)
     import pyarrow as pa
     import pyarrow.parquet as pq
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
