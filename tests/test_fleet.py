@@ -93,9 +93,18 @@ def test_grpo_samples_from_the_fleet(fleet, smoke_run, tmp_path):
     assert len(per_server) == 2 and min(per_server) >= cfg.steps * cfg.prompts_per_step // 2
 
 
+def _api_servers() -> set[int]:
+    from pathlib import Path
+
+    return {int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
+            if b"vllm.entrypoints.openai.api_server" in p.read_bytes()}
+
+
 def test_two_training_processes_share_the_fleet(fleet, smoke_run, tmp_path, worker_env):
-    """GRPO on 2 processes (DDP) samples from the same servers as on one, with one sync per step: the same
-    rollouts, the servers on the trainer's weights at every step, the same weights after the run."""
+    """GRPO on 2 processes (DDP) samples from servers they share as 1 process does from the fixture's, with one
+    sync per step: the same rollouts, the servers on the trainer's weights at every step, the same weights
+    after the run. The 2 processes launch their own server (`launch_servers: 1`): the first starts it, both
+    use it, and it is gone after the stage."""
     import json
 
     import pyarrow.parquet as pq
@@ -110,7 +119,9 @@ def test_two_training_processes_share_the_fleet(fleet, smoke_run, tmp_path, work
     run_grpo(GRPOStageConfig(**kw), paths["pretrain"], rows, tmp_path / "one", tmp_path / "w1")
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    worker_env("grpo", GRPOStageConfig(**kw | {"nproc": 2}),
+    before = _api_servers()
+    launched = ENGINE.model_copy(update={"launch_servers": 1}).model_dump()
+    worker_env("grpo", GRPOStageConfig(**kw | {"nproc": 2, "engine": launched}),
                {"base": str(paths["pretrain"]), "prompts": str(prompts), "reward_model": None,
                 "out": str(tmp_path / "two")}, tmp_path / "w2")
     one, two = (pq.read_table(tmp_path / d / "r1flow" / "rollouts.parquet").to_pylist() for d in ("one", "two"))
@@ -119,6 +130,8 @@ def test_two_training_processes_share_the_fleet(fleet, smoke_run, tmp_path, work
     assert max(m["rl/logprob_gap"] for m in metrics) <= 1e-3
     assert weights_diff(tmp_path / "one", tmp_path / "two") <= 1e-4
     assert not any(p.name == "sync" for p in tmp_path.rglob("sync"))  # neither run wrote weights to sync
+    assert len(list((tmp_path / "w2" / "vllm-servers").glob("vllm-server-*.log"))) == 1  # one server, not one each
+    assert _api_servers() <= before  # the first process stopped the server it launched
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the workaround is for vLLM's CPU platform")

@@ -169,8 +169,9 @@ def test_process_settings_are_checked_before_any_work():
         GRPOStageConfig(prompts_per_step=2, num_generations=4, nproc=2, gradient_accumulation_steps=8)
     with pytest.raises(ValidationError, match="lora with parallel=fsdp is not supported"):
         SFTStageConfig(nproc=2, parallel="fsdp", lora=LoraSettings())
-    with pytest.raises(ValidationError, match="engine.launch_servers with nproc"):
-        GRPOStageConfig(nproc=2, engine={"launch_servers": 1})
+    with pytest.raises(ValidationError, match="engine.launch_servers with nnodes > 1"):
+        GRPOStageConfig(nproc=2, nnodes=2, rdzv_endpoint="node0:29500", engine={"launch_servers": 1})
+    GRPOStageConfig(nproc=2, engine={"launch_servers": 1})  # one node: the first process launches, all share
     with pytest.raises(ValidationError, match="engine.tensor_parallel_size > 1 with nproc"):
         GRPOStageConfig(nproc=2, engine={"tensor_parallel_size": 2})
     with pytest.raises(ValidationError, match="nnodes=2 needs rdzv_endpoint"):

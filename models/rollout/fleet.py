@@ -3,7 +3,8 @@ over HTTP, for GPU nodes where generation runs on other GPUs than training.
 
 `VLLMServerFleet` either connects to servers that already run (`EngineConfig.servers`, e.g. one
 `vllm serve` per node, tensor-parallel inside it) or launches `launch_servers` of them on loopback
-(what the tests and a one-node run use). Prompts are spread over the servers group by group: a
+(what the tests and a one-node run use; with several training processes the first launches them and all
+share them). Prompts are spread over the servers group by group: a
 prompt's G samples stay on one server, so its prefix is cached once. Each request keeps the seed it
 would have had in-process (`seed + index`), so which server serves it does not change the draw.
 
@@ -52,6 +53,12 @@ def server_flags(args: dict) -> list[str]:
     return out
 
 
+def _process_count() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -81,9 +88,18 @@ class VLLMServerFleet:
             self.transfer = "nccl" if torch.cuda.is_available() else "gloo"
         self.broadcaster = None  # transfer.WeightBroadcaster, opened by the first process at its first sync
         try:
-            for i in range(cfg.launch_servers):
-                self.urls.append(self._launch(i))
+            # Several training processes share one fleet: the first launches the servers, the others get their URLs.
+            shared = bool(cfg.launch_servers) and _process_count() > 1
+            if not shared or rank() == 0:
+                for i in range(cfg.launch_servers):
+                    self.urls.append(self._launch(i))
             self._wait_ready()
+            if shared:
+                import torch.distributed as dist
+
+                urls = [self.urls]
+                dist.broadcast_object_list(urls, src=0)  # after the first process saw them healthy
+                self.urls = urls[0]
             self.requests = [0] * len(self.urls)  # per server, for the stage summary
             self.served = self._served_model()
             if cfg.launch_servers == 0 and rank() == 0:  # servers someone else started hold other weights

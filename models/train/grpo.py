@@ -105,9 +105,9 @@ class GRPOStageConfig(PromptSources, TrainerProcesses):
         if self.launched and self.engine.tensor_parallel_size > 1:
             raise ValueError("engine.tensor_parallel_size > 1 with nproc*nnodes > 1 is not supported yet: each "
                              "process's colocated engine serves its own prompts on its own GPU")
-        if self.launched and self.engine.launch_servers:
-            raise ValueError("engine.launch_servers with nproc*nnodes > 1 is not supported yet: start the servers "
-                             "and list them in engine.servers (every training process shares them)")
+        if self.nnodes > 1 and self.engine.launch_servers:
+            raise ValueError("engine.launch_servers with nnodes > 1: the servers start on node 0's loopback, which "
+                             "other nodes cannot reach; start them and list them in engine.servers")
         lora_check(self)
         return self
 
