@@ -77,7 +77,7 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooInitInfo, UpdateInfo]):
         info = update_info
         with disable_mtp_completeness_check():
             for idx, offs, nbytes in info.chunks():  # the trainer's packing (transfer.py: UpdateInfo.chunks)
-                buf = torch.empty(nbytes, dtype=torch.uint8, device=self.device)
+                buf = torch.empty(nbytes, dtype=torch.uint8)  # gloo moves host memory; load_weights copies to the device
                 self.group.broadcast(buf, src=0)
                 weights = []
                 for i, off in zip(idx, offs):
