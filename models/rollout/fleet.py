@@ -59,9 +59,9 @@ def _process_count() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def _free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -115,7 +115,7 @@ class VLLMServerFleet:
         return self.log_dir / f"vllm-server-{i}.log"
 
     def _launch(self, i: int) -> str:
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
                "--host", "127.0.0.1", "--port", str(port), *server_flags(vllm_args(self.cfg)),
                "--worker-extension-cls", EXTENSION, "--disable-uvicorn-access-log"]

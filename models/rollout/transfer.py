@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from urllib.parse import urlparse
 
-from r1flow.models.rollout.fleet import EXTENSION
+from r1flow.models.rollout.fleet import EXTENSION, free_port
 
 import torch
 
@@ -95,12 +95,6 @@ def address_towards(url: str) -> str:
         return s.getsockname()[0]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class WeightBroadcaster:
     """Trainer side: one process group over the trainer (rank 0) and every worker of every server (`urls`),
     opened at construction; `send(tensors)` is one update round on all servers. `post(url, path, body)` is the
@@ -115,7 +109,7 @@ class WeightBroadcaster:
         offsets = [1 + sum(sizes[:i]) for i in range(len(urls))]
         world = 1 + sum(sizes)
         host = address_towards(urls[0])
-        port = _free_port(host)
+        port = free_port(host)
         infos = [{"master_address": host, "master_port": port, "rank_offset": off, "world_size": world}
                  for off in offsets]
         if backend == "gloo":
